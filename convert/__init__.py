@@ -1,0 +1,1 @@
+"""mksgn.convert: trained student -> Loihi fixed-point network file (.net), ONNX, compatibility report."""

@@ -1,0 +1,1 @@
+"""mksgn.data: skeleton datasets (NTU RGB+D 60/120, NW-UCLA), preprocessing, modalities, synthetic data."""

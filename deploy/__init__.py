@@ -1,0 +1,1 @@
+"""mksgn.deploy: run a converted network in Lava (bit-accurate) or in the fast integer engine."""

@@ -1,0 +1,1 @@
+"""mksgn.hw_profiles: hardware energy profiles (YAML) and per-layer energy from measured activity."""

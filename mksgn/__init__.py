@@ -1,0 +1,7 @@
+"""mksgn: MK-SGN spiking graph convolutional networks, from PyTorch to Loihi.
+
+Stages (data flows one way): ``mksgn.data`` -> ``mksgn.train`` -> ``mksgn.convert`` ->
+``mksgn.deploy`` -> ``mksgn.hw_profiles``. Shared facts live in ``mksgn.loihi`` (fixed point) and
+``mksgn.netgraph`` (the converted network, read and written in one place).
+"""
+__version__ = "0.1.0"
