@@ -12,6 +12,9 @@ import click
 # verb -> "module:attribute" of a click command or group.
 COMMANDS: dict[str, str] = {
     "doctor": "mksgn.doctor:doctor",
+    "data": "mksgn.data.cli:data",
+    "simulate": "mksgn.deploy.cli:simulate",
+    "run": "mksgn.deploy.cli:run",
 }
 
 

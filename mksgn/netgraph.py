@@ -22,9 +22,24 @@ Semantics (one time step t, all integer; constants from ``mksgn.loihi``):
   ``bias_mant = clip((conv2d(x_int, weight, padding, stride) + bias) >> shift, 13-bit signed)``,
   applied with bias exponent 6 (``loihi.NETX_BIAS_EXP``) like netx input layers.
 - Every ``NeuronGroup`` then sums all currents arriving at step t and runs ``loihi.cuba_step``
-  (static ``bias`` mantissa, if any, is added to the encoder bias; both use exponent 6).
+  (static ``bias`` mantissa, if any, is added to the encoder bias and the sum clipped to 13-bit
+  signed; both use exponent 6).
 - The network runs ``num_steps`` steps from zero state. ``readout`` names the non-spiking group whose
-  voltage ``v`` after the last step is the class score vector.
+  voltage ``v`` after the last step is the class score vector: it integrates like any CUBA group but
+  never spikes and is never reset (Lava: a threshold above the 24-bit voltage range).
+- A ``source`` group has no neurons: its spikes at step t are given from outside (an input spike
+  sequence, binary); it only feeds synapses. Used for stock netx files whose first layer is a
+  synapse layer.
+
+Integer widths, exactly as lava-nc's bit-accurate models (``mksgn.loihi`` documents the numbers):
+the synaptic input ``a`` and the 6-bit-shifted ``a << 6`` are 32-bit two's complement (they wrap
+modulo 2**32 in Lava's int32 arrays), ``u`` wraps once by 2**24 when it leaves the 24-bit range, and
+``v`` is clipped to +/-(2**23 - 1). A ``conv`` synapse with ``weight_exp == 0`` and ``delay == 0`` is
+Lava's ``Conv`` process, which wraps its sum to 24 bits; with 8-bit weights and binary spikes the
+sums stay far inside these ranges unless fan-in times 2**weight_exp exceeds 2**15.
+``delay`` of a ``dense`` synapse may also be an integer array broadcastable to (N_dst, N_src)
+(per-synapse / axonal delays, as netx ``delay`` datasets); each delay slot's partial sum is shifted
+by ``weight_exp`` on its own, as Lava's ``DelayDense`` does.
 """
 from __future__ import annotations
 
@@ -54,6 +69,7 @@ class NeuronGroup:
     params: CubaParams
     bias: np.ndarray | None = None     # int bias mantissa, broadcastable to shape (e.g. (C, 1, 1))
     readout: bool = False              # non-spiking output group: its v is the class score
+    source: bool = False               # no neurons: spikes are given from outside (input sequence)
 
     @property
     def size(self) -> int:
@@ -69,7 +85,8 @@ class Synapse:
     kind: SynapseKind
     weight: np.ndarray                 # int32 mantissas in [loihi.WEIGHT_MIN, loihi.WEIGHT_MAX]
     weight_exp: int = 0
-    delay: int = 0                     # extra steps beyond the one-step synaptic delay
+    delay: int | np.ndarray = 0        # extra steps beyond the one-step synaptic delay (dense:
+                                       # may be an int array broadcastable to (N_dst, N_src))
     stride: tuple[int, int] = (1, 1)   # conv only
     padding: tuple[int, int] = (0, 0)
     dilation: tuple[int, int] = (1, 1)
@@ -133,8 +150,10 @@ class Network:
             for end in (s.src, s.dst):
                 if end not in known:
                     raise ValueError(f"synapse {s.name}: unknown group {end!r}")
-            if s.delay < 0:
-                raise ValueError(f"synapse {s.name}: negative delay {s.delay}")
+            if np.min(s.delay) < 0:
+                raise ValueError(f"synapse {s.name}: negative delay")
+            if np.ndim(s.delay) and s.kind != "dense":
+                raise ValueError(f"synapse {s.name}: per-synapse delays need kind 'dense'")
         for a in self.attentions:
             for end in (a.q, a.k, a.x, a.dst):
                 if end not in known:
@@ -148,19 +167,29 @@ class Network:
 
 # ---------------------------------------------------------------------------------------------
 # HDF5 I/O of the graph section ("/mksgn" group). The netx-layout "/layer" section that stock
-# netx reads is written beside it by mksgn.convert.netx_layout for chain networks.
+# netx reads is written beside it by mksgn.netx_io.write_netx_layers for chain networks.
+
+def _jsonable(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, (tuple, np.ndarray)):
+        return list(o)
+    raise TypeError(f"cannot store {type(o).__name__} in a field")
+
 
 def _put(h: h5py.Group, obj, arrays: tuple[str, ...]) -> None:
     d = asdict(obj) if not isinstance(obj, NeuronGroup) else {
-        "name": obj.name, "shape": list(obj.shape), "readout": obj.readout,
+        "name": obj.name, "shape": list(obj.shape), "readout": obj.readout, "source": obj.source,
         "i_decay": obj.params.i_decay, "v_decay": obj.params.v_decay,
         "vth_mant": obj.params.vth_mant}
+    if isinstance(obj, Synapse) and np.ndim(obj.delay):
+        arrays = arrays + ("delay",)
     for key in arrays:
         value = getattr(obj, key)
         d.pop(key, None)
         if value is not None:
             h.create_dataset(key, data=np.asarray(value), compression="gzip", compression_opts=1)
-    h.attrs["fields"] = json.dumps(d, default=lambda o: list(o) if isinstance(o, tuple) else o)
+    h.attrs["fields"] = json.dumps(d, default=_jsonable)
 
 
 def _fields(h: h5py.Group) -> dict:
@@ -203,6 +232,7 @@ def read_graph(h5: h5py.File) -> Network:
         f = _fields(h)
         groups.append(NeuronGroup(
             name=f["name"], shape=tuple(f["shape"]), readout=bool(f["readout"]),
+            source=bool(f.get("source", False)),
             params=CubaParams(int(f["i_decay"]), int(f["v_decay"]), int(f["vth_mant"])),
             bias=np.asarray(h["bias"]) if "bias" in h else None))
     tuples = ("stride", "padding", "dilation")
@@ -210,6 +240,8 @@ def read_graph(h5: h5py.File) -> Network:
     for h in items("synapses"):
         f = _fields(h)
         f.update({k: tuple(f[k]) for k in tuples if k in f})
+        if "delay" in h:
+            f["delay"] = np.asarray(h["delay"])
         synapses.append(Synapse(weight=np.asarray(h["weight"]), **f))
     attentions = [JointAttention(**_fields(h)) for h in items("attentions")]
     encoders = []

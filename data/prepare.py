@@ -1,0 +1,337 @@
+"""``mksgn data prepare``: raw files -> the prepared arrays training reads (parsed once, cached).
+
+Layout written under ``out``::
+
+    <benchmark>/{train,test}_data.npy   float32 (N, 3, T_max, V, 2), zero padded, mmap-able
+    <benchmark>/{train,test}_label.npy  int64 (N,)
+    <benchmark>/{train,test}_meta.json  {"names": [...], "num_frames": [...]}
+    <benchmark>/info.json               dataset, benchmark, layout, num_classes, t_max, counts
+    prepare_report.json                 every skipped file with path, line and reason
+
+T_max is the longest kept sequence (at most ``max_frames``; longer ones are subsampled), as in
+CTR-GCN's ``align_frames``. Files are parsed in parallel (one process per core by default). A
+benchmark directory is built under a temporary name and swapped in only when complete, so an
+interrupted run never leaves a half-written cache; its temporary files are removed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from . import ntu, ucla
+from .errors import SkeletonFileError, SkippedFile
+from .layouts import get_layout
+from .preprocess import DenoiseConfig, prepare_ntu_sequence, prepare_ucla_sequence
+
+__all__ = ["DATASETS", "DEFAULT_MAX_FRAMES", "PrepareConfig", "PrepareReport", "prepare",
+           "atomic_write_text", "load_skip_list"]
+
+DATASETS = ("ntu60", "ntu120", "ucla")
+# NTU: 300 frames is the longest real sample (CTR-GCN pads to 300). NW-UCLA: CTR-GCN samples
+# every sequence to 52 time steps.
+DEFAULT_MAX_FRAMES = {"ntu60": 300, "ntu120": 300, "ucla": 52}
+FORMAT_VERSION = 1
+_CHANNELS, _PERSONS = 3, 2
+
+
+@dataclass
+class PrepareConfig:
+    dataset: str
+    root: Path
+    out: Path
+    max_frames: int | None = None  # None: DEFAULT_MAX_FRAMES[dataset]
+    workers: int | None = None  # None: all cores
+    skip_lists: tuple[Path, ...] = ()
+    default_skip_list: bool = True  # the NTU authors' missing-skeleton list
+    denoise: DenoiseConfig = field(default_factory=DenoiseConfig)
+
+    def __post_init__(self) -> None:
+        if self.dataset not in DATASETS:
+            raise ValueError(f"unknown dataset {self.dataset!r}; choose from {', '.join(DATASETS)}")
+        self.root, self.out = Path(self.root), Path(self.out)
+        if self.max_frames is None:
+            self.max_frames = DEFAULT_MAX_FRAMES[self.dataset]
+        if self.max_frames < 1:
+            raise ValueError("max_frames must be >= 1")
+
+
+@dataclass
+class PrepareReport:
+    """What ``prepare`` did (saved as ``prepare_report.json``)."""
+
+    dataset: str
+    root: str
+    out: str
+    files_found: int
+    samples_kept: int
+    t_max: int
+    num_classes: int
+    counts: dict[str, dict[str, int]]
+    skipped: list[SkippedFile]
+    notes: dict[str, int]
+    seconds: float
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> "PrepareReport":
+        d = json.loads(text)
+        d["skipped"] = [SkippedFile(**s) for s in d["skipped"]]
+        return cls(**d)
+
+
+# ----------------------------------------------------------------------------- file helpers
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a file via a temporary sibling and ``os.replace``."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_skip_list(path: Path) -> set[str]:
+    """Sample names, one per line; blank lines and ``#`` comments ignored; extensions stripped."""
+    names = set()
+    for ln in Path(path).read_text().splitlines():
+        ln = ln.split("#", 1)[0].strip()
+        if ln:
+            names.add(ln.split(".")[0])
+    return names
+
+
+# ----------------------------------------------------------------------------- workers
+def _process(dataset: str, path: str, max_frames: int, denoise: DenoiseConfig):
+    """Parse + preprocess one file -> (array (C, T, V, 2) float32, notes) or SkippedFile."""
+    try:
+        if dataset == "ucla":
+            joints = ucla.read_ucla_file(path)
+            return prepare_ucla_sequence(joints, max_frames, get_layout("ucla").center_joint)
+        seq = ntu.read_skeleton_file(path)
+        return prepare_ntu_sequence(seq, max_frames, get_layout("ntu").center_joint, denoise)
+    except SkeletonFileError as e:
+        return e.skipped()
+    except Exception as e:  # noqa: BLE001 - one bad file must never stop a run
+        return SkippedFile(path, None, f"unexpected {type(e).__name__}: {e}")
+
+
+def _process_batch(dataset: str, items: list[tuple[int, str]], max_frames: int, denoise: DenoiseConfig):
+    return [(i, _process(dataset, p, max_frames, denoise)) for i, p in items]
+
+
+@dataclass
+class _Candidate:
+    path: Path
+    name: object  # ntu.NTUName | ucla.UCLAName
+
+
+def _scan(cfg: PrepareConfig) -> tuple[list[_Candidate], list[SkippedFile], int]:
+    pattern = "*.json" if cfg.dataset == "ucla" else "*.skeleton"
+    files = sorted(p for p in cfg.root.rglob(pattern) if p.is_file())
+    skip: set[str] = set()
+    if cfg.dataset != "ucla" and cfg.default_skip_list:
+        skip |= ntu.missing_skeleton_names(cfg.dataset)
+    for sl in cfg.skip_lists:
+        skip |= load_skip_list(sl)
+    seen: dict[str, Path] = {}
+    cands, skipped = [], []
+    for p in files:
+        stem = p.name[: -len(pattern) + 1]
+        if cfg.dataset == "ucla":
+            name = ucla.parse_name(stem)
+            expect = "aAA_sSS_eEE_vVV with a known action"
+        else:
+            name = ntu.parse_name(stem)
+            expect = "SsssCcccPpppRrrrAaaa"
+        if name is None:
+            skipped.append(SkippedFile(str(p), None, f"unknown file name pattern (expected {expect})"))
+        elif cfg.dataset != "ucla" and not ntu.in_dataset(name, cfg.dataset):
+            skipped.append(SkippedFile(str(p), None, f"not part of {cfg.dataset} (setup/action out of range)"))
+        elif stem in skip:
+            skipped.append(SkippedFile(str(p), None, "on the skip list (samples with missing skeletons)"))
+        elif stem in seen:
+            skipped.append(SkippedFile(str(p), None, f"duplicate sample name (also {seen[stem]})"))
+        else:
+            seen[stem] = p
+            cands.append(_Candidate(p, name))
+    return cands, skipped, len(files)
+
+
+def _run_all(cfg: PrepareConfig, cands: list[_Candidate], on_result: Callable, on_progress: Callable) -> None:
+    """Parse all candidates (in a process pool unless workers == 1), in bounded batches."""
+    items = [(i, str(c.path)) for i, c in enumerate(cands)]
+    workers = cfg.workers or os.cpu_count() or 1
+    if workers <= 1 or len(items) < 4:
+        for i, p in items:
+            on_result(i, _process(cfg.dataset, p, cfg.max_frames, cfg.denoise))
+            on_progress(1)
+        return
+    size = max(1, min(32, len(items) // (workers * 8)))
+    batches = [items[k:k + size] for k in range(0, len(items), size)]
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        pending = set()
+        it = iter(batches)
+        try:
+            # Keep a bounded number of batches in flight so results never pile up in memory.
+            for b in it:
+                pending.add(pool.submit(_process_batch, cfg.dataset, b, cfg.max_frames, cfg.denoise))
+                if len(pending) >= workers * 4:
+                    break
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    res = fut.result()
+                    for i, r in res:
+                        on_result(i, r)
+                    on_progress(len(res))
+                    nxt = next(it, None)
+                    if nxt is not None:
+                        pending.add(pool.submit(_process_batch, cfg.dataset, nxt, cfg.max_frames, cfg.denoise))
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+
+
+def _note_kind(note: str) -> str:
+    for tag in ("length", "spread", "motion"):
+        if note.endswith(f"({tag})"):
+            return f"spurious bodies removed by {tag}"
+    if note.startswith("resampled"):
+        return "sequences subsampled to max_frames"
+    return "samples whose bodies were all short (longest kept)"
+
+
+def _split_of(dataset: str, name, benchmark: str) -> str:
+    return ucla.split_of(name, benchmark) if dataset == "ucla" else ntu.split_of(name, dataset, benchmark)
+
+
+def _benchmarks(dataset: str) -> tuple[str, ...]:
+    return ucla.BENCHMARKS[dataset] if dataset == "ucla" else ntu.BENCHMARKS[dataset]
+
+
+def _write_split(d: Path, split: str, store: np.ndarray, rows: list[int], t_max: int,
+                 labels: np.ndarray, names: list[str], frames: np.ndarray) -> None:
+    n = len(rows)
+    shape = (n, _CHANNELS, t_max, store.shape[3], _PERSONS)
+    if n == 0:
+        np.save(d / f"{split}_data.npy", np.zeros(shape, np.float32))
+    else:
+        arr = np.lib.format.open_memmap(d / f"{split}_data.npy", mode="w+", dtype=np.float32, shape=shape)
+        for k in range(0, n, 256):  # chunked copy keeps memory flat
+            chunk = rows[k:k + 256]
+            arr[k:k + len(chunk)] = store[chunk, :, :t_max]
+        arr.flush()
+        del arr
+    np.save(d / f"{split}_label.npy", labels[rows].astype(np.int64))
+    meta = {"names": [names[r] for r in rows], "num_frames": [int(frames[r]) for r in rows]}
+    (d / f"{split}_meta.json").write_text(json.dumps(meta))
+
+
+def _swap_in(tmp: Path, final: Path) -> None:
+    """Replace ``final`` by the complete directory ``tmp`` (two renames)."""
+    old = final.with_name(f".{final.name}.old-{os.getpid()}")
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def prepare(cfg: PrepareConfig, on_start: Callable[[int], None] | None = None,
+            on_progress: Callable[[int], None] | None = None) -> PrepareReport:
+    """Prepare every standard benchmark of ``cfg.dataset`` from the raw files under ``cfg.root``.
+
+    Args:
+        on_start: called once with the number of files to parse (for a progress bar).
+        on_progress: called with the number of files just finished.
+    Raises:
+        FileNotFoundError: ``root`` missing or holds no files of the dataset's kind.
+        ValueError: no file could be used.
+    """
+    t0 = time.perf_counter()
+    if not cfg.root.is_dir():
+        raise FileNotFoundError(f"{cfg.root}: not a directory")
+    layout = get_layout(cfg.dataset)
+    cands, skipped, n_files = _scan(cfg)
+    if n_files == 0:
+        kind = "*.json" if cfg.dataset == "ucla" else "*.skeleton"
+        raise FileNotFoundError(f"{cfg.root}: no {kind} files found")
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    if on_start:
+        on_start(len(cands))
+    tmp_root = cfg.out / f".prepare-tmp-{os.getpid()}"
+    notes: dict[str, int] = {}
+    try:
+        tmp_root.mkdir()
+        n = len(cands)
+        store = np.lib.format.open_memmap(
+            tmp_root / "samples.npy", mode="w+", dtype=np.float32,
+            shape=(max(n, 1), _CHANNELS, cfg.max_frames, layout.num_joints, _PERSONS))
+        frames = np.zeros(max(n, 1), np.int64)
+        ok = np.zeros(max(n, 1), bool)
+
+        def on_result(i: int, r) -> None:
+            if isinstance(r, SkippedFile):
+                skipped.append(r)
+                return
+            x, sample_notes = r
+            store[i, :, : x.shape[1]] = x
+            frames[i] = x.shape[1]
+            ok[i] = True
+            for s in sample_notes:
+                key = _note_kind(s)
+                notes[key] = notes.get(key, 0) + 1
+
+        _run_all(cfg, cands, on_result, on_progress or (lambda k: None))
+        kept = [i for i in range(n) if ok[i]]
+        if not kept:
+            raise ValueError(f"{cfg.root}: none of the {n_files} files could be used "
+                             f"({len(skipped)} skipped; first: {skipped[0] if skipped else '-'})")
+        labels = np.array([c.name.label for c in cands] or [0], np.int64)
+        names = [str(c.name) for c in cands]
+        t_max = int(frames[kept].max())
+        num_classes = int(labels[kept].max()) + 1
+        counts: dict[str, dict[str, int]] = {}
+        for bench in _benchmarks(cfg.dataset):
+            d = tmp_root / bench
+            d.mkdir()
+            split_rows = {"train": [], "test": []}
+            for i in kept:
+                split_rows[_split_of(cfg.dataset, cands[i].name, bench)].append(i)
+            for split, rows in split_rows.items():
+                _write_split(d, split, store, rows, t_max, labels, names, frames)
+            counts[bench] = {s: len(r) for s, r in split_rows.items()}
+            info = {"format_version": FORMAT_VERSION, "dataset": cfg.dataset, "benchmark": bench,
+                    "layout": layout.name, "num_classes": num_classes, "num_joints": layout.num_joints,
+                    "num_persons": _PERSONS, "channels": _CHANNELS, "t_max": t_max,
+                    "max_frames": cfg.max_frames, "counts": counts[bench]}
+            (d / "info.json").write_text(json.dumps(info, indent=1))  # written last: marks complete
+        del store
+        for bench in _benchmarks(cfg.dataset):
+            _swap_in(tmp_root / bench, cfg.out / bench)
+        skipped.sort(key=lambda s: s.path)
+        report = PrepareReport(cfg.dataset, str(cfg.root), str(cfg.out), n_files, len(kept), t_max,
+                               num_classes, counts, skipped, notes, round(time.perf_counter() - t0, 3))
+        atomic_write_text(cfg.out / "prepare_report.json", report.to_json())
+        return report
+    finally:
+        shutil.rmtree(tmp_root, ignore_errors=True)
+
+
+def iter_reasons(skipped: Iterable[SkippedFile]) -> dict[str, int]:
+    """Skipped files grouped by reason (numbers and names stripped) -> count."""
+    out: dict[str, int] = {}
+    for s in skipped:
+        key = s.reason.split(" (")[0]
+        key = "".join("#" if ch.isdigit() else ch for ch in key)
+        out[key] = out.get(key, 0) + 1
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))

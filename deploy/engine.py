@@ -1,0 +1,456 @@
+"""The fast engine: a converted ``netgraph.Network`` run as integer tensor arithmetic in PyTorch.
+
+It reproduces lava-nc's bit-accurate (``fixed_pt``) models bit for bit, batched over samples, on CPU
+or CUDA. The semantics are those of the ``mksgn.netgraph`` module docstring; the neuron update is
+``PyLifModelBitAcc`` (lava/proc/lif/models.py) including its int32 arithmetic, the synapses are
+``PyDenseModelBitAcc`` / ``PyDelayDenseModelBitAcc`` / ``PyConvModelFixed``.
+
+Why float convolutions are exact here: spikes are 0/1 and weights are integers, so every product
+and every partial sum of a convolution or matrix product is an integer no larger in magnitude than
+``B = max over output neurons of sum |w|`` (times the largest input value). Floating point adds and
+multiplies integers exactly while all of them stay below 2**24 (float32) or 2**53 (float64), in any
+summation order. The engine picks float32 when ``B < 2**24`` on CPU (PyTorch's CPU convolutions are
+direct or im2col+GEMM, no Winograd/FFT), float64 otherwise and always on CUDA (with TF32 off), and
+rounds the result before converting to int64, so even a transform-based algorithm's tiny error in
+float64 cannot change a bit. Everything after the synaptic sum (shifts, decays, wraps, clips) is
+int64 integer arithmetic emulating Lava's int32 arrays.
+
+Public API (kept stable; the student author tests against it)::
+
+    run(net, inputs, *, record=("s",), device=None, ...) -> EngineResult
+    Engine(net, device).run(...)            # the same, keeping prepared weights between batches
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mksgn import loihi
+from mksgn.netgraph import Encoder, JointAttention, Network, NeuronGroup, Synapse
+
+_M = loihi.UV_MAX                      # 2**23
+_INT32 = 1 << 32
+_F32_EXACT = 1 << 24                   # float32 holds every integer below this exactly
+_F64_EXACT = 1 << 53
+_BIAS_LO, _BIAS_HI = loihi.BIAS_MANT_MIN, loihi.BIAS_MANT_MAX
+_INT16_LO, _INT16_HI = -(1 << 15), (1 << 15) - 1
+
+
+def wrap32(x: torch.Tensor) -> torch.Tensor:
+    """Two's-complement wrap of an int64 tensor to int32 values (what Lava's int32 arrays do)."""
+    return ((x + (1 << 31)) & (_INT32 - 1)) - (1 << 31)
+
+
+def wrap24(x: torch.Tensor) -> torch.Tensor:
+    """Signed 24-bit wrap (lava.proc.conv.utils.signed_clamp(x, 24))."""
+    return ((x + _M) & (2 * _M - 1)) - _M
+
+
+def decay(x: torch.Tensor, d: int) -> torch.Tensor:
+    """Loihi decay ``sign(x) * (|x| * (4096 - d) >> 12)`` in int64 (``loihi.decay`` for tensors)."""
+    p = x * (loihi.DECAY_UNITY - d)
+    return torch.sign(p) * (p.abs() >> loihi.DECAY_SHIFT)
+
+
+def shift(a: torch.Tensor, exp: int) -> torch.Tensor:
+    """``a << exp`` for exp >= 0, arithmetic ``a >> -exp`` otherwise (Lava's weight exponent)."""
+    return a << exp if exp >= 0 else a >> (-exp)
+
+
+def cuba_update(u: torch.Tensor, v: torch.Tensor, a_in: torch.Tensor, bias: torch.Tensor | int,
+                p: loihi.CubaParams, spiking: bool = True
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One ``PyLifModelBitAcc`` step on int64 tensors holding int32 values.
+
+    u, v, a_in: int64, any shape; bias: effective bias ``bias_mant << 6`` (broadcastable).
+    Returns (u, v, s) with s bool. Within the 24-bit ranges this equals ``loihi.cuba_step``; beyond
+    them it reproduces Lava's int32 wrap of ``a << 6``, ``u`` and the voltage sum.
+    """
+    cur = wrap32(decay(u, p.i_decay) + wrap32(a_in << loihi.ACT_SHIFT))
+    cur = torch.where(cur > _M, cur - 2 * _M, cur)
+    cur = torch.where(cur <= -_M, cur + 2 * _M, cur)
+    vol = wrap32(decay(v, p.v_decay) + cur + bias).clamp_(-_M + 1, _M - 1)
+    if spiking:
+        s = vol > (p.vth_mant << loihi.VTH_SHIFT)
+        vol = vol.masked_fill(s, 0)
+    else:
+        s = torch.zeros_like(vol, dtype=torch.bool)
+    return cur, vol, s
+
+
+def encode(enc: Encoder, x: torch.Tensor) -> torch.Tensor:
+    """Per-sample bias mantissa of ``enc.dst`` from one modality.
+
+    x: float (N, C_in, T, V) in real units. Returns int64 (N, C_dst, T', V') in the 13-bit range.
+    Rounding is ``torch.round`` (half to even, like ``numpy.round``); the convolution runs in float64
+    on integers below 2**53, so it is exact.
+    """
+    x_int = torch.round(x.double() * float(1 << enc.input_frac_bits)).clamp_(_INT16_LO, _INT16_HI)
+    w = torch.as_tensor(np.asarray(enc.weight), dtype=torch.float64, device=x.device)
+    b = torch.as_tensor(np.asarray(enc.bias), dtype=torch.float64, device=x.device)
+    with _exact_float_math():
+        acc = F.conv2d(x_int, w, b, stride=tuple(enc.stride), padding=tuple(enc.padding))
+    acc = torch.round(acc).to(torch.int64)
+    return (acc >> enc.shift if enc.shift >= 0 else acc << -enc.shift).clamp_(_BIAS_LO, _BIAS_HI)
+
+
+@contextlib.contextmanager
+def _exact_float_math():
+    """Turn TF32 off for the duration (TF32 would drop mantissa bits on Ampere+ GPUs)."""
+    if not torch.cuda.is_available():
+        yield
+        return
+    old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
+@dataclass
+class EngineResult:
+    """What one engine run produced (N samples, ``num_steps`` steps).
+
+    spikes: group -> bool (N, num_steps, *shape), for recorded groups when "s" is in ``record``.
+    u, v: group -> int64 (N, num_steps, *shape), when "u"/"v" are in ``record``.
+    counts: group -> int32 (N, *shape) spikes per neuron summed over steps (always).
+    scores: int64 (N, *readout shape): the readout group's v after the last step (None without one).
+    """
+    num_steps: int
+    spikes: dict[str, torch.Tensor] = field(default_factory=dict)
+    u: dict[str, torch.Tensor] = field(default_factory=dict)
+    v: dict[str, torch.Tensor] = field(default_factory=dict)
+    counts: dict[str, torch.Tensor] = field(default_factory=dict)
+    scores: torch.Tensor | None = None
+    final_v: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def predictions(self) -> torch.Tensor:
+        """Class index per sample (argmax of the readout scores; ties go to the lowest index)."""
+        if self.scores is None:
+            raise ValueError("network has no readout group")
+        return self.scores.reshape(self.scores.shape[0], -1).argmax(dim=1)
+
+
+class _PreparedSynapse:
+    """A synapse's weights on the device in the float dtype that keeps its sums exact."""
+
+    def __init__(self, syn: Synapse, src: NeuronGroup, dst: NeuronGroup, device: torch.device,
+                 max_input: int):
+        self.syn = syn
+        self.src, self.dst = src.name, dst.name
+        self.src_shape, self.dst_shape = tuple(src.shape), tuple(dst.shape)
+        w = np.asarray(syn.weight).astype(np.int64)
+        rows = np.abs(w).reshape(w.shape[0], -1).sum(axis=1)
+        if syn.kind == "graph":   # w (O, I, V, U): a row is an (o, v) pair summing over (i, u)
+            rows = np.abs(w).sum(axis=(1, 3)).reshape(-1)
+        bound = int(rows.max(initial=0)) * max(1, max_input)
+        if bound >= _F64_EXACT:
+            raise ValueError(f"synapse {syn.name}: sums up to {bound} cannot be computed exactly")
+        self.dtype = torch.float32 if (bound < _F32_EXACT and device.type == "cpu") \
+            else torch.float64
+        # Lava's Conv process wraps at 24 bits and has no exponent or delay; the builder uses it
+        # exactly when this holds (see mksgn.netgraph), everything else wraps at 32 bits.
+        self.wrap = wrap24 if (syn.kind == "conv" and syn.weight_exp == 0
+                               and not np.ndim(syn.delay) and int(syn.delay) == 0) else wrap32
+        t = lambda a: torch.as_tensor(a, dtype=self.dtype, device=device)  # noqa: E731
+        self.slots: list[tuple[int, torch.Tensor]]  # (delay, weight) pairs
+        if syn.kind == "dense":
+            w2 = w.reshape(int(np.prod(self.dst_shape)), int(np.prod(self.src_shape)))
+            if np.ndim(syn.delay):
+                dl = np.broadcast_to(np.asarray(syn.delay, dtype=np.int64), w2.shape)
+                self.slots = [(int(d), t(np.where(dl == d, w2, 0).T.copy()))
+                              for d in np.unique(dl)]
+            else:
+                self.slots = [(int(syn.delay), t(w2.T.copy()))]
+        elif syn.kind == "conv":
+            self.slots = [(int(syn.delay), t(w))]
+        elif syn.kind == "graph":
+            o, i, vv, u = w.shape
+            self.slots = [(int(syn.delay), t(w.transpose(0, 2, 1, 3).reshape(o * vv, i * u).T.copy()))]
+        else:
+            raise ValueError(f"synapse {syn.name}: unknown kind {syn.kind!r}")
+        self.max_delay = max(d for d, _ in self.slots)
+
+    def current(self, history: "_History") -> torch.Tensor | None:
+        """int64 (N, *dst_shape) current for this step, or None when every source step is < 0."""
+        total = None
+        for d, w in self.slots:
+            s = history.get(self.src, d)
+            if s is None:
+                continue
+            x = s.to(self.dtype)
+            n = x.shape[0]
+            syn = self.syn
+            if syn.kind == "dense":
+                acc = x.reshape(n, -1) @ w
+            elif syn.kind == "conv":
+                acc = F.conv2d(x, w, stride=tuple(syn.stride), padding=tuple(syn.padding),
+                               dilation=tuple(syn.dilation), groups=syn.groups)
+            else:  # graph: (N, I, T, U) -> (N*T, I*U) @ (I*U, O*V) -> (N, O, T, V)
+                _, i, tt, u = x.shape
+                acc = x.permute(0, 2, 1, 3).reshape(n * tt, i * u) @ w
+                acc = acc.reshape(n, tt, self.dst_shape[0], self.dst_shape[-1]).permute(0, 2, 1, 3)
+            a = shift(torch.round(acc).to(torch.int64), syn.weight_exp)
+            a = self.wrap(a.reshape(n, *self.dst_shape))
+            total = a if total is None else wrap32(total + a)
+        return total
+
+
+class _History:
+    """Ring buffers of past spikes per group: ``get(g, d)`` is the spike tensor of step t-1-d."""
+
+    def __init__(self, depth: Mapping[str, int]):
+        self.depth = dict(depth)
+        self.buf: dict[str, list[torch.Tensor]] = {g: [] for g in depth}
+
+    def push(self, group: str, s: torch.Tensor) -> None:
+        if group in self.buf:
+            b = self.buf[group]
+            b.insert(0, s)
+            del b[self.depth[group] + 1:]
+
+    def get(self, group: str, d: int) -> torch.Tensor | None:
+        b = self.buf[group]
+        return b[d] if d < len(b) else None
+
+
+class Engine:
+    """A ``Network`` prepared for repeated batched runs on one device."""
+
+    def __init__(self, net: Network, device: str | torch.device | None = None,
+                 max_input: int = 1):
+        """max_input: the largest spike value a source group may carry (1 for binary spikes)."""
+        net.validate()
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.net = net
+        self.device = torch.device(device)
+        self.groups = {g.name: g for g in net.groups}
+        self.neurons = [g for g in net.groups if not g.source]
+        self.sources = [g for g in net.groups if g.source]
+        for g in net.groups:
+            if g.bias is not None:
+                b = np.asarray(g.bias)
+                if b.min(initial=0) < _BIAS_LO or b.max(initial=0) > _BIAS_HI:
+                    raise ValueError(f"group {g.name}: bias mantissa outside 13-bit range")
+        self.synapses = [_PreparedSynapse(s, self.groups[s.src], self.groups[s.dst], self.device,
+                                          max_input)
+                         for s in net.synapses]
+        self.attentions = list(net.attentions)
+        depth: dict[str, int] = {}
+        for ps in self.synapses:
+            depth[ps.src] = max(depth.get(ps.src, 0), ps.max_delay)
+        for a in self.attentions:
+            for g in (a.q, a.k, a.x):
+                depth[g] = max(depth.get(g, 0), a.delay)
+        self.depth = depth
+        self.static_bias = {
+            g.name: torch.as_tensor(np.broadcast_to(np.asarray(g.bias, dtype=np.int64), g.shape)
+                                    .copy(), device=self.device)
+            for g in self.neurons if g.bias is not None}
+        self.incoming: dict[str, list[_PreparedSynapse]] = {g.name: [] for g in net.groups}
+        for ps in self.synapses:
+            self.incoming[ps.dst].append(ps)
+        self.att_in: dict[str, list[JointAttention]] = {g.name: [] for g in net.groups}
+        for a in self.attentions:
+            self.att_in[a.dst].append(a)
+        for ps in self.synapses:
+            if self.groups[ps.dst].source:
+                raise ValueError(f"synapse {ps.syn.name} targets source group {ps.dst}")
+
+    # -----------------------------------------------------------------------------------------
+    def run(self, inputs: Mapping[str, torch.Tensor] | None = None, *,
+            record: Iterable[str] = ("s",), groups: Iterable[str] | None = None,
+            num_steps: int | None = None, biases: Mapping[str, torch.Tensor] | None = None,
+            currents: Mapping[str, torch.Tensor] | None = None,
+            source_spikes: Mapping[str, torch.Tensor] | None = None,
+            reset_interval: int | None = None, reset_offset: int = 0,
+            batch_size: int | None = None) -> EngineResult:
+        """Run the network from zero state.
+
+        inputs: modality -> float (N, C, T, V), one per encoder modality (real units).
+        record: any of "s", "u", "v": what to keep per step for ``groups`` (default all).
+        num_steps: defaults to ``net.num_steps``.
+        biases: group -> int bias mantissa (N, *shape) replacing the group's static bias (a netx
+            input layer driven by bias).
+        currents: group -> int (N, steps, *shape) synaptic input added to ``a_in`` at each step
+            (a netx input layer driven by an input sequence; no synaptic delay).
+        source_spikes: source group -> (N, steps, *shape) spikes (non-zero = spike).
+        reset_interval, reset_offset: netx's periodic reset; neuron group k (in ``net.groups``
+            order, sources skipped) zeroes u and v before the update of step t (1-based) when
+            ``t % R == (reset_offset + 1 + k) % R`` (lava LIFReset as netx configures it).
+        batch_size: split N into chunks (results are concatenated).
+        """
+        record = tuple(record)
+        bad = set(record) - {"s", "u", "v"}
+        if bad:
+            raise ValueError(f"record: unknown {sorted(bad)}; use s, u, v")
+        steps = int(num_steps if num_steps is not None else self.net.num_steps)
+        n = self._batch_len(inputs, biases, currents, source_spikes)
+        if batch_size is None or batch_size >= n:
+            return self._run(inputs, record, groups, steps, biases, currents, source_spikes,
+                             reset_interval, reset_offset, n)
+        parts = []
+        for lo in range(0, n, batch_size):
+            sl = lambda m: None if m is None else {k: v[lo:lo + batch_size] for k, v in m.items()}  # noqa: E731
+            parts.append(self._run(sl(inputs), record, groups, steps, sl(biases), sl(currents),
+                                   sl(source_spikes), reset_interval, reset_offset,
+                                   min(batch_size, n - lo)))
+        return _concat(parts)
+
+    def _batch_len(self, *maps) -> int:
+        sizes = {int(v.shape[0]) for m in maps if m for v in m.values()}
+        if len(sizes) > 1:
+            raise ValueError(f"inputs disagree on the number of samples: {sorted(sizes)}")
+        return sizes.pop() if sizes else 1
+
+    def _run(self, inputs, record, groups, steps, biases, currents, source_spikes,
+             reset_interval, reset_offset, n) -> EngineResult:
+        dev = self.device
+        keep = set(groups) if groups is not None else set(self.groups)
+        bias_mant = self._bias_mantissas(inputs, biases, n)
+        bias_eff = {g: wrap32(b << loihi.NETX_BIAS_EXP) for g, b in bias_mant.items()}
+        u = {g.name: torch.zeros((n, *g.shape), dtype=torch.int64, device=dev)
+             for g in self.neurons}
+        v = {k: torch.zeros_like(t) for k, t in u.items()}
+        hist = _History(self.depth)
+        res = EngineResult(num_steps=steps)
+        rec = {k: {g: [] for g in self.groups if g in keep} for k in record}
+        counts = {g.name: torch.zeros((n, *g.shape), dtype=torch.int32, device=dev)
+                  for g in self.net.groups}
+        src = {}
+        for g in self.sources:
+            if not source_spikes or g.name not in source_spikes:
+                raise ValueError(f"source group {g.name} needs an input spike sequence")
+            x = torch.as_tensor(source_spikes[g.name], device=dev)
+            if tuple(x.shape[2:]) != tuple(g.shape) or x.shape[1] < steps:
+                raise ValueError(f"input for {g.name}: shape {tuple(x.shape)} does not match "
+                                 f"(N, >={steps}, {', '.join(map(str, g.shape))})")
+            src[g.name] = x != 0
+        cur_ext = {}
+        for name, x in (currents or {}).items():
+            g = self.groups[name]
+            x = torch.as_tensor(x, device=dev).to(torch.int64)
+            if tuple(x.shape[2:]) != tuple(g.shape) or x.shape[1] < steps:
+                raise ValueError(f"input for {name}: shape {tuple(x.shape)} does not match "
+                                 f"(N, >={steps}, {', '.join(map(str, g.shape))})")
+            cur_ext[name] = x
+        readout = self.net.readout
+        with torch.no_grad(), _exact_float_math():
+            for t in range(steps):
+                a_in = {}
+                for g in self.neurons:
+                    total = cur_ext[g.name][:, t] if g.name in cur_ext else None
+                    for ps in self.incoming[g.name]:
+                        a = ps.current(hist)
+                        if a is not None:
+                            total = a if total is None else wrap32(total + a)
+                    for att in self.att_in[g.name]:
+                        a = self._attention(att, hist)
+                        if a is not None:
+                            total = a if total is None else wrap32(total + a)
+                    a_in[g.name] = total
+                new_s = {}
+                for k, g in enumerate(self.neurons):
+                    name = g.name
+                    if reset_interval and (t + 1) % reset_interval == \
+                            (reset_offset + 1 + k) % reset_interval:
+                        # new tensors, not zero_(): recorded steps alias the old ones
+                        u[name] = torch.zeros_like(u[name])
+                        v[name] = torch.zeros_like(v[name])
+                    a = a_in[name]
+                    if a is None:
+                        a = torch.zeros(1, dtype=torch.int64, device=dev)
+                    u[name], v[name], s = cuba_update(u[name], v[name], a,
+                                                      bias_eff.get(name, 0), g.params,
+                                                      spiking=not (g.readout or name == readout))
+                    new_s[name] = s
+                for g in self.sources:
+                    new_s[g.name] = src[g.name][:, t]
+                for name, s in new_s.items():
+                    hist.push(name, s)
+                    counts[name] += s
+                    if name in keep:
+                        if "s" in rec:
+                            rec["s"][name].append(s)
+                        if "u" in rec and name in u:
+                            rec["u"][name].append(u[name])
+                        if "v" in rec and name in v:
+                            rec["v"][name].append(v[name])
+        for k, per in rec.items():
+            out = {g: torch.stack(lst, dim=1) for g, lst in per.items() if lst}
+            setattr(res, {"s": "spikes", "u": "u", "v": "v"}[k], out)
+        res.counts = counts
+        res.final_v = v
+        if readout:
+            res.scores = v[readout]
+        return res
+
+    def _bias_mantissas(self, inputs, biases, n) -> dict[str, torch.Tensor]:
+        """Per-sample bias mantissa (N, *shape) int64 of every group that has one."""
+        dev = self.device
+        out: dict[str, torch.Tensor] = {}
+        for e in self.net.encoders:
+            if not inputs or e.modality not in inputs:
+                raise ValueError(f"encoder {e.name} needs input modality {e.modality!r}; "
+                                 f"got {sorted(inputs or {})}")
+            x = torch.as_tensor(inputs[e.modality], device=dev)
+            g = self.groups[e.dst]
+            b = encode(e, x)
+            if tuple(b.shape[1:]) != tuple(g.shape):
+                raise ValueError(f"encoder {e.name}: input {tuple(x.shape[1:])} encodes to "
+                                 f"{tuple(b.shape[1:])}, but group {g.name} is {tuple(g.shape)}")
+            out[e.dst] = b if e.dst not in out else out[e.dst] + b
+        for name, b in self.static_bias.items():
+            out[name] = out[name] + b if name in out else b.expand(n, *b.shape)
+        for name, b in (biases or {}).items():
+            g = self.groups[name]
+            b = torch.as_tensor(b, device=dev).to(torch.int64)
+            if tuple(b.shape[1:]) != tuple(g.shape):
+                raise ValueError(f"bias for {name}: shape {tuple(b.shape[1:])} does not match "
+                                 f"group shape {tuple(g.shape)}")
+            out[name] = b
+        return {k: b.clamp(_BIAS_LO, _BIAS_HI) for k, b in out.items()}
+
+    def _attention(self, att: JointAttention, hist: _History) -> torch.Tensor | None:
+        q, k, x = (hist.get(g, att.delay) for g in (att.q, att.k, att.x))
+        if q is None:
+            return None
+        # Sums of 0/1 products: at most C*V, exact in float64.
+        q, k, x = (z.double() for z in (q, k, x))
+        kx = torch.einsum("nctu,ndtu->ncdt", k, x)
+        a = torch.einsum("nctv,ncdt->ndtv", q, kx)
+        a = torch.round(a).to(torch.int64)
+        return wrap32(a >> att.shift if att.shift >= 0 else a << -att.shift)
+
+
+def _concat(parts: list[EngineResult]) -> EngineResult:
+    cat = lambda ds: {k: torch.cat([d[k] for d in ds]) for k in ds[0]}  # noqa: E731
+    r = EngineResult(num_steps=parts[0].num_steps)
+    r.spikes = cat([p.spikes for p in parts]) if parts[0].spikes else {}
+    r.u = cat([p.u for p in parts]) if parts[0].u else {}
+    r.v = cat([p.v for p in parts]) if parts[0].v else {}
+    r.counts = cat([p.counts for p in parts])
+    r.final_v = cat([p.final_v for p in parts])
+    r.scores = torch.cat([p.scores for p in parts]) if parts[0].scores is not None else None
+    return r
+
+
+def run(net: Network, inputs: Mapping[str, torch.Tensor] | None = None, *,
+        record: Iterable[str] = ("s",), device: str | torch.device | None = None,
+        **kwargs) -> EngineResult:
+    """Run ``net`` on a batch: ``inputs`` maps modality -> float (N, C, T, V).
+
+    Keyword arguments are those of ``Engine.run`` (groups, num_steps, biases, currents,
+    source_spikes, reset_interval, reset_offset, batch_size). Returns an ``EngineResult`` whose
+    ``spikes[g]`` is bool (N, steps, *shape) and ``scores`` the readout's final v.
+    """
+    max_input = 1
+    return Engine(net, device, max_input=max_input).run(inputs, record=record, **kwargs)

@@ -1,0 +1,248 @@
+"""Hardware energy profiles: one YAML file per device, checked against a typed schema.
+
+A profile says what one elementary operation costs on a device, each number with its unit and the
+publication it comes from (see ``hw_profiles/README.md`` for the schema and the model that uses it).
+``load_profile("loihi")`` reads a bundled profile; ``load_profile("path/to/my_chip.yaml")`` reads a
+user's. Every schema error is one line naming the file, the line and the field::
+
+    my_chip.yaml:7: energy.synop.unit: expected one of pJ, nJ, uJ, mJ, J, got 'pj'
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import click
+import yaml
+
+PROFILE_DIR = Path(__file__).resolve().parent
+
+#: energy units accepted in a profile and their size in picojoules (exact powers of ten)
+UNIT_PJ: dict[str, float] = {"pJ": 1.0, "nJ": 1e3, "uJ": 1e6, "mJ": 1e9, "J": 1e12}
+
+ProfileKind = Literal["neuromorphic", "cmos", "ann_device"]
+
+# Energy entries per kind: (required, optional). Unknown entries are errors, so a typo in a user's
+# file cannot silently drop a cost from the model.
+ENERGY_KEYS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    # synop: one synaptic event delivered to one target (spike x weight lookup + accumulate);
+    # neuron_update: one neuron-step with activity, neuron_update_idle: one without;
+    # spike_core: delivering one spike to one destination core; hop_ew / hop_ns: one mesh hop
+    # (kept for reference, not applied: the model has no core placement, see README);
+    # input_mac: one MAC of a real-valued input layer (host-side encoder).
+    "neuromorphic": (("synop", "neuron_update"),
+                     ("neuron_update_idle", "spike_core", "hop_ew", "hop_ns", "input_mac")),
+    # ac: one accumulate (a synop of a binary spike), mac: one multiply-accumulate.
+    "cmos": (("ac", "mac"), ("input_mac", "neuron_update")),
+    # op: one MAC-equivalent operation of a conventional processor running the network densely.
+    "ann_device": (("op",), ("input_mac",)),
+}
+TOP_KEYS_REQUIRED = ("name", "kind", "description", "energy")
+TOP_KEYS_OPTIONAL = ("neurons_per_core", "cores_per_chip", "estimate", "basis", "references")
+
+
+@dataclass(frozen=True)
+class EnergyEntry:
+    """One cost: ``value`` in ``unit`` and where it comes from."""
+    value: float
+    unit: str
+    source: str
+
+    @property
+    def pj(self) -> float:
+        """The cost in picojoules."""
+        return self.value * UNIT_PJ[self.unit]
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A device's per-operation energies (see README.md for what each kind's entries mean)."""
+    name: str
+    kind: ProfileKind
+    description: str
+    energy: dict[str, EnergyEntry]
+    neurons_per_core: int | None = None
+    cores_per_chip: int | None = None
+    estimate: bool = False             # True: derived, not published; ``basis`` says how
+    basis: str = ""
+    references: tuple[str, ...] = ()
+    path: str = ""                     # the file it was read from
+
+    def pj(self, key: str, default: float | None = None) -> float:
+        """Energy of one ``key`` operation in pJ; ``default`` when the profile does not give it."""
+        if key in self.energy:
+            return self.energy[key].pj
+        if default is None:
+            raise KeyError(f"profile {self.name} has no energy.{key}")
+        return default
+
+    def has(self, key: str) -> bool:
+        return key in self.energy
+
+    def to_dict(self) -> dict:
+        """Plain dict (the YAML schema, minus ``path``) for JSON reports."""
+        d = {"name": self.name, "kind": self.kind, "description": self.description,
+             "estimate": self.estimate,
+             "energy": {k: {"value": e.value, "unit": e.unit, "source": e.source}
+                        for k, e in self.energy.items()}}
+        for key in ("neurons_per_core", "cores_per_chip"):
+            if getattr(self, key) is not None:
+                d[key] = getattr(self, key)
+        if self.basis:
+            d["basis"] = self.basis
+        if self.references:
+            d["references"] = list(self.references)
+        return d
+
+
+def builtin_names() -> list[str]:
+    """Names of the bundled profiles (``hw_profiles/*.yaml``), sorted."""
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
+
+
+def resolve(name_or_path: str) -> Path:
+    """A bundled profile's name, or a path to a YAML file -> the file. Unknown names list the known."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        if not p.is_file():
+            raise click.ClickException(f"{name_or_path}: no such profile file")
+        return p
+    bundled = PROFILE_DIR / f"{name_or_path}.yaml"
+    if bundled.is_file():
+        return bundled
+    raise click.ClickException(f"unknown profile {name_or_path!r}; known profiles: "
+                               f"{', '.join(builtin_names())} (or give a path to a .yaml file)")
+
+
+class _Doc:
+    """A parsed YAML mapping that remembers line numbers, for error messages naming the field."""
+
+    def __init__(self, path: Path):
+        self.label = path.name
+        try:
+            text = path.read_text()
+            self.node = yaml.compose(text)
+            self.data = yaml.safe_load(text)
+        except (OSError, yaml.YAMLError) as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f":{mark.line + 1}" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or str(exc)
+            raise click.ClickException(f"{self.label}{where}: not valid YAML ({problem})") from None
+
+    def line(self, dotted: str) -> int | None:
+        """1-based line of the field ``a.b.c`` (or of its nearest existing parent)."""
+        node, line = self.node, None
+        if node is not None:
+            line = node.start_mark.line + 1
+        for part in dotted.split(".") if dotted else []:
+            if not isinstance(node, yaml.MappingNode):
+                break
+            for k, v in node.value:
+                if k.value == part:
+                    node, line = v, k.start_mark.line + 1
+                    break
+            else:
+                break
+        return line
+
+    def fail(self, dotted: str, what: str) -> click.ClickException:
+        line = self.line(dotted)
+        where = f":{line}" if line is not None else ""
+        return click.ClickException(f"{self.label}{where}: {dotted}: {what}")
+
+
+def _number(doc: _Doc, dotted: str, value, *, integer: bool = False) -> float | int:
+    # bool is an int in Python; `value: yes` is a typo, not the number 1
+    ok = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not ok:
+        kind = "an integer" if integer else "a number"
+        raise doc.fail(dotted, f"expected {kind}, got {value!r}")
+    if value != value or value in (float("inf"), float("-inf")):
+        raise doc.fail(dotted, f"expected a finite number, got {value!r}")
+    if value < 0:
+        raise doc.fail(dotted, f"must not be negative, got {value!r}")
+    return value
+
+
+def _string(doc: _Doc, dotted: str, value, *, empty_ok: bool = False) -> str:
+    if not isinstance(value, str) or (not empty_ok and not value.strip()):
+        raise doc.fail(dotted, f"expected a non-empty string, got {value!r}")
+    return value
+
+
+def load_profile(name_or_path: str) -> Profile:
+    """Read and check one profile (bundled name or YAML path). Raises ``click.ClickException``."""
+    path = resolve(name_or_path)
+    doc = _Doc(path)
+    d = doc.data
+    if not isinstance(d, dict):
+        raise doc.fail("", "expected a mapping with " + ", ".join(TOP_KEYS_REQUIRED))
+    for key in TOP_KEYS_REQUIRED:
+        if key not in d:
+            raise doc.fail(key, "missing field")
+    for key in d:
+        if key not in TOP_KEYS_REQUIRED + TOP_KEYS_OPTIONAL:
+            raise doc.fail(str(key), "unknown field; expected one of "
+                           + ", ".join(TOP_KEYS_REQUIRED + TOP_KEYS_OPTIONAL))
+    name = _string(doc, "name", d["name"])
+    kind = d["kind"]
+    if kind not in ENERGY_KEYS:
+        raise doc.fail("kind", f"expected one of {', '.join(ENERGY_KEYS)}, got {kind!r}")
+    description = _string(doc, "description", d["description"])
+    energy_raw = d["energy"]
+    if not isinstance(energy_raw, dict):
+        raise doc.fail("energy", "expected a mapping of operation -> {value, unit, source}")
+    required, optional = ENERGY_KEYS[kind]
+    for key in required:
+        if key not in energy_raw:
+            raise doc.fail(f"energy.{key}", f"missing field (a {kind} profile needs "
+                           f"{', '.join(required)})")
+    energy: dict[str, EnergyEntry] = {}
+    for key, entry in energy_raw.items():
+        where = f"energy.{key}"
+        if key not in required + optional:
+            raise doc.fail(where, f"unknown operation for a {kind} profile; expected one of "
+                           + ", ".join(required + optional))
+        if not isinstance(entry, dict):
+            raise doc.fail(where, "expected {value: number, unit: pJ|nJ|uJ|mJ|J, source: text}")
+        for sub in ("value", "unit", "source"):
+            if sub not in entry:
+                raise doc.fail(f"{where}.{sub}", "missing field")
+        for sub in entry:
+            if sub not in ("value", "unit", "source"):
+                raise doc.fail(f"{where}.{sub}", "unknown field; expected value, unit, source")
+        value = _number(doc, f"{where}.value", entry["value"])
+        unit = entry["unit"]
+        if unit not in UNIT_PJ:
+            raise doc.fail(f"{where}.unit", f"expected one of {', '.join(UNIT_PJ)}, got {unit!r}")
+        source = _string(doc, f"{where}.source", entry["source"])
+        energy[key] = EnergyEntry(value=float(value), unit=unit, source=source)
+    ints = {}
+    for key in ("neurons_per_core", "cores_per_chip"):
+        if d.get(key) is not None:
+            ints[key] = int(_number(doc, key, d[key], integer=True))
+            if ints[key] == 0:
+                raise doc.fail(key, "must be positive, got 0")
+    estimate = d.get("estimate", False)
+    if not isinstance(estimate, bool):
+        raise doc.fail("estimate", f"expected true or false, got {estimate!r}")
+    basis = _string(doc, "basis", d["basis"]) if "basis" in d else ""
+    if estimate and not basis:
+        raise doc.fail("basis", "missing field (an estimate must state its basis)")
+    refs = d.get("references", [])
+    if not isinstance(refs, list) or not all(isinstance(r, str) for r in refs):
+        raise doc.fail("references", "expected a list of strings")
+    return Profile(name=name, kind=kind, description=description, energy=energy,
+                   estimate=estimate, basis=basis, references=tuple(refs), path=str(path), **ints)
+
+
+def load_profiles(names: tuple[str, ...] | list[str]) -> list[Profile]:
+    """Load several profiles; names must be distinct."""
+    out = [load_profile(n) for n in names]
+    seen: set[str] = set()
+    for p in out:
+        if p.name in seen:
+            raise click.ClickException(f"profile {p.name!r} given twice")
+        seen.add(p.name)
+    return out

@@ -1,0 +1,431 @@
+"""Deployable spiking primitives: Loihi CUBA neurons, synapse groups, joint attention, SSC encoder.
+
+Every part here computes, in its forward pass, exactly what the chip (and the integer semantics of
+``mksgn.netgraph``) computes, and describes itself for export (``export(...)`` returns the
+``netgraph`` object), as slayer's blocks do.
+
+Tensors: spikes are ``(N, C, T, V, L)`` float 0/1 with the simulation step axis last (slayer's
+layout), wrapped in :class:`Spikes` together with the index of the step their first slice belongs
+to. Synaptic inputs are in *a-units*: the integer ``a`` of the netgraph docstring (before the
+neuron's ``<< 6``), held in integer-valued float tensors (see ``quant.exact_dtype`` for why float
+sums of integers are exact).
+
+Neurons are lava-dl slayer CUBA neurons (:class:`LoihiCuba` subclasses
+``lava.lib.dl.slayer.neuron.cuba.Neuron`` and takes its parameters, fixed-point conversion and
+surrogate gradient from it). The forward pass is the integer update of lava's ``PyLifModelBitAcc``
+(what ``mksgn.deploy.engine`` runs): int32 wraps of ``a << 6`` and of the current, one 24-bit wrap of
+``u``, a clipped 24-bit ``v`` and a bias ``bias_mant << 6`` added to ``v``. Within the 24-bit ranges
+that equals slayer's own CUBA dynamics (``leaky_integrator``) bit for bit, which slayer lacks only
+outside them and for the bias (slayer's CUBA has none; Loihi adds it to the voltage). The backward
+pass is slayer's: its surrogate spike derivative (``slayer.spike.spike._spike_backward`` with
+slayer's ``TAU_RHO_MULT``/``SCALE_RHO_MULT``) through the two leaky integrators, ignoring the reset.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lava.lib.dl.slayer.neuron import cuba as slayer_cuba
+from lava.lib.dl.slayer.spike.spike import _spike_backward
+
+from mksgn import loihi
+from mksgn.netgraph import Encoder, JointAttention, NeuronGroup, Synapse
+
+from . import quant
+
+__all__ = [
+    "Spikes", "align", "cuba_states", "LoihiCuba", "ConvSynapse", "GraphSynapse",
+    "SpikingJointAttention", "PooledReadout", "SkeletonSpikingCoding",
+]
+
+_M = loihi.UV_MAX
+_I32 = 1 << 32
+
+
+@dataclass
+class Spikes:
+    """Spikes ``s`` (N, C, T, V, L) of steps ``start .. start + L - 1`` of one neuron group."""
+    s: torch.Tensor
+    start: int
+
+    @property
+    def length(self) -> int:
+        return self.s.shape[-1]
+
+
+def align(a: torch.Tensor, src_start: int, dst_start: int, length: int, delay: int) -> torch.Tensor:
+    """Deliver a synapse's output to its destination's steps.
+
+    ``a[..., j]`` was computed from source spikes of step ``src_start + j``; the destination's step
+    ``t`` receives what the source sent at ``t - 1 - delay`` (one step of synaptic delay plus
+    ``delay``). Returns ``(..., length)`` for steps ``dst_start ..``; steps with no source slice get
+    zero (the source did not spike before its first step).
+    """
+    off = dst_start - 1 - delay - src_start
+    n = a.shape[-1]
+    if off == 0 and n == length:
+        return a
+    lo, hi = max(0, -off), min(length, n - off)
+    if hi <= lo:
+        return a.new_zeros((*a.shape[:-1], length))
+    return F.pad(a[..., lo + off:hi + off], (lo, length - hi))
+
+
+# ---------------------------------------------------------------------------------------------
+# The neuron
+
+def _wrap32(x: torch.Tensor) -> torch.Tensor:
+    return ((x + (1 << 31)) & (_I32 - 1)) - (1 << 31)
+
+
+def _decay(x: torch.Tensor, d: int) -> torch.Tensor:
+    p = x * (loihi.DECAY_UNITY - d)
+    return torch.sign(p) * (p.abs() >> loihi.DECAY_SHIFT)
+
+
+def cuba_states(a: torch.Tensor, bias_eff: torch.Tensor | int, p: loihi.CubaParams,
+                spiking: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Integer CUBA traces from zero state: lava ``PyLifModelBitAcc``, one step per last-axis slice.
+
+    a: int64 (..., L) synaptic input (a-units); bias_eff: ``bias_mant << 6`` broadcastable to
+    ``a[..., 0]``. Returns int64 ``u``, ``v`` (after the reset, as Lava and the engine record it),
+    bool ``s`` and int64 ``v_pre`` (before the reset, for the surrogate gradient), each (..., L).
+    """
+    u = torch.zeros(a.shape[:-1], dtype=torch.int64, device=a.device)
+    v = torch.zeros_like(u)
+    us, vs, ss, ps = [], [], [], []
+    vth = p.vth_mant << loihi.VTH_SHIFT
+    for t in range(a.shape[-1]):
+        u = _wrap32(_decay(u, p.i_decay) + _wrap32(a[..., t] << loihi.ACT_SHIFT))
+        u = torch.where(u > _M, u - 2 * _M, u)
+        u = torch.where(u <= -_M, u + 2 * _M, u)
+        v = _wrap32(_decay(v, p.v_decay) + u + bias_eff).clamp_(-_M + 1, _M - 1)
+        ps.append(v)
+        if spiking:
+            s = v > vth
+            v = v.masked_fill(s, 0)
+        else:
+            s = torch.zeros_like(v, dtype=torch.bool)
+        us.append(u)
+        vs.append(v)
+        ss.append(s)
+    return torch.stack(us, -1), torch.stack(vs, -1), torch.stack(ss, -1), torch.stack(ps, -1)
+
+
+def _leaky_backward(grad: torch.Tensor, d: int) -> torch.Tensor:
+    """Gradient of a leaky integrator ``y[t] = (1 - d/4096) y[t-1] + x[t]`` w.r.t. x
+    (slayer ``leaky_integrator._li_dynamics_bwd``, without the decay gradient)."""
+    keep = 1.0 - d / loihi.DECAY_UNITY
+    out = torch.empty_like(grad)
+    acc = torch.zeros_like(grad[..., 0])
+    for t in range(grad.shape[-1] - 1, -1, -1):
+        acc = keep * acc + grad[..., t]
+        out[..., t] = acc
+    return out
+
+
+class _CubaFn(torch.autograd.Function):
+    """Chip-exact CUBA forward, slayer backward. x, bias in real units (a / 64)."""
+
+    @staticmethod
+    def forward(ctx, x, bias, neuron):
+        p = neuron.params
+        a = torch.round(x.detach().double() * loihi.STATE_SCALE).to(torch.int64)
+        b = 0
+        if bias is not None:
+            b = torch.round(bias.detach().double() * loihi.STATE_SCALE).to(torch.int64)
+            b = b.clamp(loihi.BIAS_MANT_MIN, loihi.BIAS_MANT_MAX) << loihi.NETX_BIAS_EXP
+        u, v, s, v_pre = cuba_states(a, b, p, spiking=neuron.spiking)
+        scale = float(loihi.STATE_SCALE * (1 << loihi.ACT_SHIFT))   # slayer's s_scale: 4096
+        ctx.neuron = neuron
+        ctx.bias_shape = None if bias is None else bias.shape
+        ctx.save_for_backward(v_pre.to(torch.float32) / scale)
+        if neuron.record_states:
+            neuron.last_states = (u, v, s)
+        return s.to(x.dtype), (v.to(torch.float64) / scale).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_s, grad_v):
+        (v_pre,) = ctx.saved_tensors
+        n = ctx.neuron
+        p = n.params
+        g = torch.zeros_like(v_pre)
+        if n.spiking and grad_s is not None:
+            g = g + _spike_backward(v_pre, n.threshold + n.threshold_eps,
+                                    n.tau_rho * slayer_cuba.TAU_RHO_MULT,
+                                    n.scale_rho * slayer_cuba.SCALE_RHO_MULT) * grad_s.float()
+        if grad_v is not None:
+            g = g + grad_v.float()
+        g_vin = _leaky_backward(g, p.v_decay)
+        g_x = _leaky_backward(g_vin, p.i_decay)
+        g_b = None
+        if ctx.bias_shape is not None and ctx.needs_input_grad[1]:
+            g_b = g_vin.sum(-1).sum_to_size(ctx.bias_shape)
+        return g_x, g_b, None
+
+
+class LoihiCuba(slayer_cuba.Neuron):
+    """A group of Loihi CUBA neurons (slayer's CUBA neuron, run with the chip's integer update).
+
+    threshold: in slayer units (``vth_mant = int(threshold * 64)``); current_decay, voltage_decay:
+    fractions per step (``iDecay = round(4096 * current_decay)``). ``spiking=False`` makes a readout
+    group: it integrates but never spikes or resets (netgraph ``readout``).
+    """
+
+    def __init__(self, threshold: float, current_decay: float, voltage_decay: float,
+                 tau_grad: float = 1.0, scale_grad: float = 1.0, spiking: bool = True):
+        super().__init__(threshold=threshold, current_decay=current_decay,
+                         voltage_decay=voltage_decay, tau_grad=tau_grad, scale_grad=scale_grad,
+                         requires_grad=False)
+        self.spiking = spiking
+        self.record_states = False   # keep the integer (u, v, s) traces of the last forward
+        self.last_states = None
+
+    @classmethod
+    def readout(cls) -> "LoihiCuba":
+        """The non-spiking readout: u forgets every step (iDecay 4096), v keeps all (vDecay 0)."""
+        return cls(threshold=loihi.VTH_MANT_MAX / loihi.STATE_SCALE, current_decay=1.0,
+                   voltage_decay=0.0, spiking=False)
+
+    @property
+    def params(self) -> loihi.CubaParams:
+        return loihi.CubaParams(i_decay=int(self.cx_current_decay),
+                                v_decay=int(self.cx_voltage_decay), vth_mant=int(self.v_th_mant))
+
+    def forward(self, a: torch.Tensor, bias: torch.Tensor | None = None, start: int = 0
+                ) -> tuple[Spikes, torch.Tensor]:
+        """a: (N, C, T, V, L) synaptic input in a-units; bias: bias mantissa (a-units)
+        broadcastable to (N, C, T, V). Returns the spikes and the voltage trace v (real units,
+        ``v / 4096``, after reset), each (N, C, T, V, L)."""
+        x = a / float(loihi.STATE_SCALE)
+        b = None if bias is None else bias / float(loihi.STATE_SCALE)
+        s, v = _CubaFn.apply(x, b, self)
+        return Spikes(s, start), v
+
+    def export(self, name: str, shape: tuple[int, ...], readout: bool = False) -> NeuronGroup:
+        return NeuronGroup(name=name, shape=tuple(int(d) for d in shape), params=self.params,
+                           readout=readout or not self.spiking)
+
+
+# ---------------------------------------------------------------------------------------------
+# Synapses
+
+def _row_bound(m: torch.Tensor, kind: str) -> float:
+    """Largest sum of |mantissa| over one destination neuron's inputs (binary spikes)."""
+    m = m.detach().abs()
+    if kind == "graph":          # (O, I, V, U): a row is (o, v)
+        return float(m.sum(dim=(1, 3)).max())
+    return float(m.reshape(m.shape[0], -1).sum(1).max())
+
+
+class ConvSynapse(nn.Module):
+    """A ``conv`` synapse group: 2-D convolution over (T, V) at every step, 8-bit weights.
+
+    weight: real (C_out, C_in, k_t, k_v). ``delay`` is set by the owner once depths are known.
+    """
+
+    def __init__(self, c_in: int, c_out: int, kernel: tuple[int, int] = (1, 1),
+                 stride: tuple[int, int] = (1, 1), padding: tuple[int, int] = (0, 0),
+                 gain: float = 1.0):
+        super().__init__()
+        self.kernel, self.stride, self.padding = tuple(kernel), tuple(stride), tuple(padding)
+        self.weight = nn.Parameter(torch.empty(c_out, c_in, *kernel))
+        fan_in = c_in * kernel[0] * kernel[1]
+        nn.init.normal_(self.weight, 0.0, gain / fan_in ** 0.5)
+        self.delay = 0
+
+    def real_weight(self, scale: torch.Tensor | None = None) -> torch.Tensor:
+        return self.weight if scale is None else self.weight * scale
+
+    def quantized(self, scale: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
+        return quant.quantize_weight(self.real_weight(scale))
+
+    def forward(self, src: Spikes, scale: torch.Tensor | None = None) -> torch.Tensor:
+        """src (N, C_in, T, V, L) -> a (N, C_out, T', V', L) a-units, src's step indexing."""
+        m, e = self.quantized(scale)
+        dtype = quant.exact_dtype(_row_bound(m, "conv"), src.s.device, self.training)
+        s = src.s.to(dtype)
+        n, c, t, v, L = s.shape
+        # (N*L, C, T, V): one 2-D convolution per step
+        x = s.permute(0, 4, 1, 2, 3).reshape(n * L, c, t, v)
+        acc = F.conv2d(x, m.to(dtype), stride=self.stride, padding=self.padding)
+        acc = acc.reshape(n, L, *acc.shape[1:]).permute(0, 2, 3, 4, 1)
+        a = quant.shift_floor(acc, e)
+        # lava's Conv process (no exponent, no delay) wraps its sum at 24 bits; Dense at 32
+        return quant.wrap24(a) if (e == 0 and self.delay == 0) else quant.wrap32(a)
+
+    def export(self, name: str, src: str, dst: str, scale: torch.Tensor | None = None) -> Synapse:
+        m, e = self.quantized(scale)
+        return Synapse(name=name, src=src, dst=dst, kind="conv", weight=quant.to_int(m),
+                       weight_exp=e, delay=int(self.delay), stride=self.stride,
+                       padding=self.padding)
+
+
+class GraphSynapse(nn.Module):
+    """A ``graph`` synapse group: spatial graph convolution over joints, the same at every frame.
+
+    Real weight ``w[o, i, v, u] = sum_k W[k, o, i] * (A[k] + B[k])[u, v]`` with A the layout's
+    partitions (3, V, V) (plus, with ``static_attention``, a global all-to-all partition ``1/V``),
+    B learned adjacency offsets (zero at init, 2s-AGCN's "B"), W learned channel mixing. The whole
+    (C_out, C_in, V, V) tensor is quantised with one exponent.
+    """
+
+    def __init__(self, c_in: int, c_out: int, partitions: np.ndarray, static_attention: bool = False,
+                 gain: float = 1.0):
+        super().__init__()
+        a = np.asarray(partitions, dtype=np.float32)
+        v = a.shape[-1]
+        if static_attention:
+            a = np.concatenate([a, np.full((1, v, v), 1.0 / v, np.float32)])
+        self.register_buffer("A", torch.from_numpy(a))
+        k = a.shape[0]
+        self.B = nn.Parameter(torch.zeros(k, v, v))
+        self.W = nn.Parameter(torch.empty(k, c_out, c_in))
+        nn.init.normal_(self.W, 0.0, gain / (c_in * k) ** 0.5)
+        self.delay = 0
+
+    def real_weight(self) -> torch.Tensor:
+        return torch.einsum("koi,kuv->oivu", self.W, self.A + self.B)
+
+    def quantized(self) -> tuple[torch.Tensor, int]:
+        return quant.quantize_weight(self.real_weight())
+
+    def forward(self, src: Spikes) -> torch.Tensor:
+        m, e = self.quantized()
+        dtype = quant.exact_dtype(_row_bound(m, "graph"), src.s.device, self.training)
+        s = src.s.to(dtype)
+        n, c, t, u, L = s.shape
+        o, _, v, _ = m.shape
+        x = s.permute(0, 2, 4, 1, 3).reshape(n * t * L, c * u)
+        w = m.to(dtype).permute(1, 3, 0, 2).reshape(c * u, o * v)
+        acc = (x @ w).reshape(n, t, L, o, v).permute(0, 3, 1, 4, 2)
+        return quant.wrap32(quant.shift_floor(acc, e))
+
+    def export(self, name: str, src: str, dst: str) -> Synapse:
+        m, e = self.quantized()
+        return Synapse(name=name, src=src, dst=dst, kind="graph", weight=quant.to_int(m),
+                       weight_exp=e, delay=int(self.delay))
+
+
+class SpikingJointAttention(nn.Module):
+    """Spatial global spiking attention over joints (netgraph ``JointAttention``, no softmax).
+
+    ``a[d, t, v] = (sum_c q[c, t, v] * sum_u k[c, t, u] * x[d, t, u]) >> shift`` from binary q, k
+    (C_qk channels) and x (the destination's channels): integer products of spikes and a
+    power-of-two scale, computable by the chip's neurons and synapses; a negative ``shift`` is a
+    left shift.
+    """
+
+    def __init__(self, shift: int):
+        super().__init__()
+        self.shift = int(shift)
+        self.delay = 0
+
+    def forward(self, q: Spikes, k: Spikes, x: Spikes) -> torch.Tensor:
+        # sums of 0/1 products, at most C_qk * V
+        bound = float(q.s.shape[1] * q.s.shape[3])
+        dtype = quant.exact_dtype(bound, q.s.device, self.training)
+        kx = torch.einsum("nctus,ndtus->ncdts", k.s.to(dtype), x.s.to(dtype))
+        acc = torch.einsum("nctvs,ncdts->ndtvs", q.s.to(dtype), kx)
+        return quant.wrap32(quant.shift_floor(acc, -self.shift))
+
+    def export(self, name: str, q: str, k: str, x: str, dst: str) -> JointAttention:
+        return JointAttention(name=name, q=q, k=k, x=x, dst=dst, shift=self.shift,
+                              delay=int(self.delay))
+
+
+class PooledReadout(nn.Module):
+    """Global average pooling + linear classifier as one ``dense`` synapse into the readout group.
+
+    Every source neuron (c, t, v) connects to class o with the same mantissa ``m[o, c]``, so the
+    step's input is ``a[o] = (sum_c m[o, c] * count_c) << e`` with ``count_c`` the channel's spikes
+    in the step (average pooling up to the constant ``T V``, folded into the weight scale). The
+    real weight is ``W / (T V)`` so that ``W`` acts on firing rates.
+    """
+
+    def __init__(self, c_in: int, num_classes: int, frames: int, joints: int):
+        super().__init__()
+        self.positions = frames * joints
+        self.W = nn.Parameter(torch.empty(num_classes, c_in))
+        nn.init.normal_(self.W, 0.0, 1.0 / c_in ** 0.5)
+        self.delay = 0
+
+    def quantized(self) -> tuple[torch.Tensor, int]:
+        return quant.quantize_weight(self.W / self.positions)
+
+    def forward(self, src: Spikes) -> torch.Tensor:
+        """src (N, C, T, V, L) -> a (N, classes, L) a-units (float64: sums can pass 2**24)."""
+        m, e = self.quantized()
+        counts = src.s.double().sum(dim=(2, 3))
+        acc = torch.einsum("ncl,oc->nol", counts, m.double())
+        return quant.wrap32(quant.shift_floor(acc, e))
+
+    def export(self, name: str, src: str, dst: str) -> Synapse:
+        m, e = self.quantized()
+        w = np.repeat(quant.to_int(m), self.positions, axis=1)   # (O, C*T*V), row-major (C, T, V)
+        return Synapse(name=name, src=src, dst=dst, kind="dense", weight=w, weight_exp=e,
+                       delay=int(self.delay))
+
+
+class SkeletonSpikingCoding(nn.Module):
+    """SSC: one modality's (C_in, T, V) frame block -> conv k_t x k_v -> BN -> the first CUBA group.
+
+    The same input is presented at every simulation step, so the conv + BN output is a constant
+    per-sample bias of the first spiking group (netgraph ``Encoder``). BN is folded into the conv
+    before quantisation in training and eval alike (Jacob et al., CVPR 2018, "folded BN"): in
+    training with the batch's statistics (running statistics are updated as by ``BatchNorm2d``),
+    in eval with the running ones; the folded conv is then quantised to the integer encoder
+    (``quant.quantize_encoder``) and evaluated with the integer formula of ``mksgn.netgraph``.
+    """
+
+    def __init__(self, c_in: int, c_out: int, kernel=(3, 3), stride=(1, 1),
+                 input_frac_bits: int = 12, gain: float = 1.0):
+        super().__init__()
+        self.kernel, self.stride = tuple(kernel), tuple(stride)
+        self.padding = (kernel[0] // 2, kernel[1] // 2)
+        self.input_frac_bits = int(input_frac_bits)
+        self.weight = nn.Parameter(torch.empty(c_out, c_in, *kernel))
+        nn.init.kaiming_normal_(self.weight)
+        self.bn = nn.BatchNorm2d(c_out)
+        nn.init.constant_(self.bn.weight, gain)
+
+    def folded(self, x: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The BN-folded real conv (w, b). x (float (N, C_in, T, V)) supplies batch statistics in
+        training mode."""
+        bn = self.bn
+        if self.training and x is not None:
+            y = F.conv2d(x.float(), self.weight, stride=self.stride, padding=self.padding)
+            mean = y.mean(dim=(0, 2, 3))
+            var = y.var(dim=(0, 2, 3), unbiased=False)
+            with torch.no_grad():
+                n = y.numel() / y.shape[1]
+                bn.num_batches_tracked += 1
+                bn.running_mean.lerp_(mean.detach(), bn.momentum)
+                bn.running_var.lerp_(var.detach() * n / max(n - 1, 1), bn.momentum)
+        else:
+            mean, var = bn.running_mean, bn.running_var
+        g = bn.weight / torch.sqrt(var + bn.eps)
+        return self.weight * g[:, None, None, None], bn.bias - mean * g
+
+    def quantized(self, x: torch.Tensor | None = None):
+        w, b = self.folded(x)
+        return quant.quantize_encoder(w, b, self.input_frac_bits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x float (N, C_in, T, V) real units -> bias mantissa (N, C_out, T', V) a-units, float64."""
+        w_int, b_int, shift = self.quantized(x)
+        x_int = quant.quantize_input(x, self.input_frac_bits)
+        with quant.exact_float_math():
+            acc = F.conv2d(x_int, w_int, b_int, stride=self.stride, padding=self.padding)
+        bias = quant.shift_floor(acc, -shift)
+        return quant.clamp_ste(bias, loihi.BIAS_MANT_MIN, loihi.BIAS_MANT_MAX)
+
+    def export(self, name: str, modality: str, dst: str) -> Encoder:
+        w_int, b_int, shift = self.quantized(None)
+        return Encoder(name=name, modality=modality, dst=dst, weight=quant.to_int(w_int),
+                       bias=quant.to_int(b_int), input_frac_bits=self.input_frac_bits,
+                       shift=int(shift), stride=self.stride, padding=self.padding)
