@@ -13,7 +13,9 @@ summation order. The engine picks float32 when ``B < 2**24`` on CPU (PyTorch's C
 direct or im2col+GEMM, no Winograd/FFT), float64 otherwise and always on CUDA (with TF32 off), and
 rounds the result before converting to int64, so even a transform-based algorithm's tiny error in
 float64 cannot change a bit. Everything after the synaptic sum (shifts, decays, wraps, clips) is
-int64 integer arithmetic emulating Lava's int32 arrays.
+int64 integer arithmetic emulating Lava's int32 arrays. A group whose summed input provably keeps
+``|a << 6| <= 2**23`` (static bound from its weights) takes ``cuba_update_in_range``, which needs no
+int32 wraps; the others take the general ``cuba_update``.
 
 Public API (kept stable; the student author tests against it)::
 
@@ -78,6 +80,32 @@ def cuba_update(u: torch.Tensor, v: torch.Tensor, a_in: torch.Tensor, bias: torc
     if spiking:
         s = vol > (p.vth_mant << loihi.VTH_SHIFT)
         vol = vol.masked_fill(s, 0)
+    else:
+        s = torch.zeros_like(vol, dtype=torch.bool)
+    return cur, vol, s
+
+
+def cuba_update_in_range(u: torch.Tensor, v: torch.Tensor, a_in: torch.Tensor,
+                         bias: torch.Tensor | int, p: loihi.CubaParams, spiking: bool = True
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``cuba_update`` for the common case |a_in << 6| <= 2**23 (and a 13-bit bias).
+
+    Then |u| <= 2**23 after every step, so no int32 wrap can occur anywhere and fewer, in-place
+    operations suffice: ``div(.., trunc)`` is ``sign(p) * (|p| >> 12)``, and the single 2**24 wrap
+    of u (Lava maps u > 2**23 to u - 2**24 and u <= -2**23 to u + 2**24) is one ``remainder``
+    on values within +/-2**24. Equal to ``cuba_update`` under that bound (tested).
+    """
+    cur = u * (loihi.DECAY_UNITY - p.i_decay)
+    cur = cur.div_(loihi.DECAY_UNITY, rounding_mode="trunc").add_(a_in << loihi.ACT_SHIFT)
+    cur = cur.add_(_M - 1).remainder_(2 * _M).sub_(_M - 1)
+    vol = v * (loihi.DECAY_UNITY - p.v_decay)
+    vol = vol.div_(loihi.DECAY_UNITY, rounding_mode="trunc").add_(cur)
+    if not isinstance(bias, int) or bias:
+        vol = vol.add_(bias)
+    vol = vol.clamp_(-_M + 1, _M - 1)
+    if spiking:
+        s = vol > (p.vth_mant << loihi.VTH_SHIFT)
+        vol = vol.masked_fill_(s, 0)
     else:
         s = torch.zeros_like(vol, dtype=torch.bool)
     return cur, vol, s
@@ -151,14 +179,18 @@ class _PreparedSynapse:
         if syn.kind == "graph":   # w (O, I, V, U): a row is an (o, v) pair summing over (i, u)
             rows = np.abs(w).sum(axis=(1, 3)).reshape(-1)
         bound = int(rows.max(initial=0)) * max(1, max_input)
+        # largest |a| this synapse can deliver (after the exponent), for the in-range fast path
+        self.a_bound = (bound << syn.weight_exp) if syn.weight_exp >= 0 \
+            else -((-bound) >> -syn.weight_exp)
         if bound >= _F64_EXACT:
             raise ValueError(f"synapse {syn.name}: sums up to {bound} cannot be computed exactly")
         self.dtype = torch.float32 if (bound < _F32_EXACT and device.type == "cpu") \
             else torch.float64
         # Lava's Conv process wraps at 24 bits and has no exponent or delay; the builder uses it
         # exactly when this holds (see mksgn.netgraph), everything else wraps at 32 bits.
-        self.wrap = wrap24 if (syn.kind == "conv" and syn.weight_exp == 0
-                               and not np.ndim(syn.delay) and int(syn.delay) == 0) else wrap32
+        is_lava_conv = (syn.kind == "conv" and syn.weight_exp == 0
+                        and not np.ndim(syn.delay) and int(syn.delay) == 0)
+        self.wrap = wrap24 if is_lava_conv else wrap32
         t = lambda a: torch.as_tensor(a, dtype=self.dtype, device=device)  # noqa: E731
         self.slots: list[tuple[int, torch.Tensor]]  # (delay, weight) pairs
         if syn.kind == "dense":
@@ -177,15 +209,17 @@ class _PreparedSynapse:
         else:
             raise ValueError(f"synapse {syn.name}: unknown kind {syn.kind!r}")
         self.max_delay = max(d for d, _ in self.slots)
+        limit = _M if is_lava_conv else 1 << 31
+        if self.a_bound * len(self.slots) < limit:     # no wrap can ever happen: skip it
+            self.wrap = lambda a: a  # noqa: E731
 
     def current(self, history: "_History") -> torch.Tensor | None:
         """int64 (N, *dst_shape) current for this step, or None when every source step is < 0."""
         total = None
         for d, w in self.slots:
-            s = history.get(self.src, d)
-            if s is None:
+            x = history.get(self.src, d, self.dtype)
+            if x is None:
                 continue
-            x = s.to(self.dtype)
             n = x.shape[0]
             syn = self.syn
             if syn.kind == "dense":
@@ -197,9 +231,13 @@ class _PreparedSynapse:
                 _, i, tt, u = x.shape
                 acc = x.permute(0, 2, 1, 3).reshape(n * tt, i * u) @ w
                 acc = acc.reshape(n, tt, self.dst_shape[0], self.dst_shape[-1]).permute(0, 2, 1, 3)
-            a = shift(torch.round(acc).to(torch.int64), syn.weight_exp)
+            # CPU convolutions/GEMMs of integers below the exactness bound are exact already;
+            # elsewhere round() absorbs any tiny error of a transform-based algorithm.
+            acc = acc if acc.device.type == "cpu" and self.dtype == torch.float32 \
+                else torch.round(acc)
+            a = shift(acc.to(torch.int64), syn.weight_exp)
             a = self.wrap(a.reshape(n, *self.dst_shape))
-            total = a if total is None else wrap32(total + a)
+            total = a if total is None else self.wrap(total + a)
         return total
 
 
@@ -208,17 +246,22 @@ class _History:
 
     def __init__(self, depth: Mapping[str, int]):
         self.depth = dict(depth)
-        self.buf: dict[str, list[torch.Tensor]] = {g: [] for g in depth}
+        self.buf: dict[str, list[dict]] = {g: [] for g in depth}
 
     def push(self, group: str, s: torch.Tensor) -> None:
         if group in self.buf:
             b = self.buf[group]
-            b.insert(0, s)
+            b.insert(0, {torch.bool: s})     # per-dtype copies, made once per step on demand
             del b[self.depth[group] + 1:]
 
-    def get(self, group: str, d: int) -> torch.Tensor | None:
+    def get(self, group: str, d: int, dtype: torch.dtype = torch.bool) -> torch.Tensor | None:
         b = self.buf[group]
-        return b[d] if d < len(b) else None
+        if d >= len(b):
+            return None
+        cache = b[d]
+        if dtype not in cache:
+            cache[dtype] = cache[torch.bool].to(dtype)
+        return cache[dtype]
 
 
 class Engine:
@@ -264,6 +307,15 @@ class Engine:
         for ps in self.synapses:
             if self.groups[ps.dst].source:
                 raise ValueError(f"synapse {ps.syn.name} targets source group {ps.dst}")
+        # groups whose total input provably keeps |a << 6| <= 2**23 take the fast update
+        self.a_bound: dict[str, int] = {}
+        for g in self.neurons:
+            b = sum(ps.a_bound for ps in self.incoming[g.name])
+            for a in self.att_in[g.name]:
+                qg, xg = self.groups[a.q], self.groups[a.x]
+                b += max(0, (qg.shape[0] * xg.shape[-1]) >> a.shift if a.shift >= 0 else
+                         (qg.shape[0] * xg.shape[-1]) << -a.shift)
+            self.a_bound[g.name] = b
 
     # -----------------------------------------------------------------------------------------
     def run(self, inputs: Mapping[str, torch.Tensor] | None = None, *,
@@ -323,8 +375,7 @@ class Engine:
         hist = _History(self.depth)
         res = EngineResult(num_steps=steps)
         rec = {k: {g: [] for g in self.groups if g in keep} for k in record}
-        counts = {g.name: torch.zeros((n, *g.shape), dtype=torch.int32, device=dev)
-                  for g in self.net.groups}
+        every = {g.name: [] for g in self.net.groups}     # spikes of every step, for counts
         src = {}
         for g in self.sources:
             if not source_spikes or g.name not in source_spikes:
@@ -348,14 +399,17 @@ class Engine:
                 a_in = {}
                 for g in self.neurons:
                     total = cur_ext[g.name][:, t] if g.name in cur_ext else None
+                    add = (lambda x, y: x + y) if (  # noqa: E731
+                        g.name not in cur_ext and self.a_bound[g.name] < 1 << 31) \
+                        else (lambda x, y: wrap32(x + y))
                     for ps in self.incoming[g.name]:
                         a = ps.current(hist)
                         if a is not None:
-                            total = a if total is None else wrap32(total + a)
+                            total = a if total is None else add(total, a)
                     for att in self.att_in[g.name]:
                         a = self._attention(att, hist)
                         if a is not None:
-                            total = a if total is None else wrap32(total + a)
+                            total = a if total is None else add(total, a)
                     a_in[g.name] = total
                 new_s = {}
                 for k, g in enumerate(self.neurons):
@@ -368,15 +422,17 @@ class Engine:
                     a = a_in[name]
                     if a is None:
                         a = torch.zeros(1, dtype=torch.int64, device=dev)
-                    u[name], v[name], s = cuba_update(u[name], v[name], a,
-                                                      bias_eff.get(name, 0), g.params,
-                                                      spiking=not (g.readout or name == readout))
+                    step = cuba_update_in_range if (
+                        name not in cur_ext and self.a_bound[name] << loihi.ACT_SHIFT <= _M) \
+                        else cuba_update
+                    u[name], v[name], s = step(u[name], v[name], a, bias_eff.get(name, 0),
+                                               g.params, spiking=not (g.readout or name == readout))
                     new_s[name] = s
                 for g in self.sources:
                     new_s[g.name] = src[g.name][:, t]
                 for name, s in new_s.items():
                     hist.push(name, s)
-                    counts[name] += s
+                    every[name].append(s)
                     if name in keep:
                         if "s" in rec:
                             rec["s"][name].append(s)
@@ -387,7 +443,9 @@ class Engine:
         for k, per in rec.items():
             out = {g: torch.stack(lst, dim=1) for g, lst in per.items() if lst}
             setattr(res, {"s": "spikes", "u": "u", "v": "v"}[k], out)
-        res.counts = counts
+        res.counts = {g: (torch.stack(lst, 1).sum(1, dtype=torch.int32) if lst else
+                          torch.zeros((n, *self.groups[g].shape), dtype=torch.int32, device=dev))
+                      for g, lst in every.items()}
         res.final_v = v
         if readout:
             res.scores = v[readout]
@@ -420,14 +478,15 @@ class Engine:
         return {k: b.clamp(_BIAS_LO, _BIAS_HI) for k, b in out.items()}
 
     def _attention(self, att: JointAttention, hist: _History) -> torch.Tensor | None:
-        q, k, x = (hist.get(g, att.delay) for g in (att.q, att.k, att.x))
+        # Sums of 0/1 products are at most C*V: exact in float32 when below 2**24.
+        c, v = self.groups[att.q].shape[0], self.groups[att.x].shape[-1]
+        dt = torch.float32 if c * v < _F32_EXACT and self.device.type == "cpu" else torch.float64
+        q, k, x = (hist.get(g, att.delay, dt) for g in (att.q, att.k, att.x))
         if q is None:
             return None
-        # Sums of 0/1 products: at most C*V, exact in float64.
-        q, k, x = (z.double() for z in (q, k, x))
         kx = torch.einsum("nctu,ndtu->ncdt", k, x)
         a = torch.einsum("nctv,ncdt->ndtv", q, kx)
-        a = torch.round(a).to(torch.int64)
+        a = (a if dt == torch.float32 else torch.round(a)).to(torch.int64)
         return wrap32(a >> att.shift if att.shift >= 0 else a << -att.shift)
 
 
@@ -452,5 +511,4 @@ def run(net: Network, inputs: Mapping[str, torch.Tensor] | None = None, *,
     source_spikes, reset_interval, reset_offset, batch_size). Returns an ``EngineResult`` whose
     ``spikes[g]`` is bool (N, steps, *shape) and ``scores`` the readout's final v.
     """
-    max_input = 1
-    return Engine(net, device, max_input=max_input).run(inputs, record=record, **kwargs)
+    return Engine(net, device).run(inputs, record=record, **kwargs)

@@ -7,10 +7,10 @@ Both run under ``Loihi2SimCfg(select_tag="fixed_pt")`` (lava-nc's bit-accurate C
   (x, y, z) = (V, T, C) order so Lava's ``Conv`` can read it; ``du = i_decay - 1`` because the
   bit-accurate LIF adds 1 back (as netx does); a readout group gets a threshold above the 24-bit
   voltage range so it never spikes;
-- ``dense`` synapses are ``Dense`` (``DelayDense`` with delays); ``conv`` synapses with no exponent
+- ``dense`` synapses are ``Dense`` (``Sparse`` when large); ``conv`` synapses with no exponent
   and no delay are Lava's ``Conv`` (weights flipped and transposed as netx does); other conv and
-  all ``graph`` synapses are unrolled into a ``Sparse`` (``DelayDense`` with a delay) matrix over
-  the row-major (C, T, V) index. Weights are passed with sign mode MIXED and 9 weight bits so that
+  all ``graph`` synapses are unrolled (``unroll``) into a ``Sparse`` matrix over the row-major
+  (C, T, V) index; any synapse with a delay is a ``DelaySparse``. Weights are passed with sign mode MIXED and 9 weight bits so that
   Lava's clip/truncate leave every 8-bit mantissa unchanged;
 - residual sums are fan-in: every synapse process connects to the same LIF ``a_in`` (Lava adds
   the inputs of one port);
@@ -32,7 +32,6 @@ import contextlib
 import multiprocessing
 import signal
 import threading
-import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,20 +138,54 @@ def _lava_shape(shape: tuple) -> tuple:
     return tuple(shape[::-1]) if len(shape) == 3 else tuple(shape)
 
 
-def _unroll(syn: Synapse, src: NeuronGroup, dst: NeuronGroup) -> np.ndarray:
-    """The (N_dst, N_src) integer matrix of a conv/graph synapse over row-major (C, T, V)."""
-    eye = torch.eye(src.size, dtype=torch.float64).reshape(src.size, *src.shape)
-    w = torch.as_tensor(np.asarray(syn.weight), dtype=torch.float64)
-    if syn.kind == "conv":
-        out = torch.nn.functional.conv2d(eye, w, stride=tuple(syn.stride),
-                                         padding=tuple(syn.padding),
-                                         dilation=tuple(syn.dilation), groups=syn.groups)
+def unroll(syn: Synapse, src: NeuronGroup, dst: NeuronGroup):
+    """The (N_dst, N_src) integer matrix of a synapse over row-major (C, T, V), as scipy CSR.
+
+    Built by index arithmetic (never a dense N x N array), so graph and conv synapses of real size
+    stay in memory: nnz = |w != 0| * T for graph, |w| * output positions for conv.
+    """
+    from scipy.sparse import coo_matrix, csr_matrix
+
+    w = np.asarray(syn.weight).astype(np.int64)
+    if syn.kind == "dense":
+        m = csr_matrix(w.reshape(dst.size, src.size))
+        m.eliminate_zeros()
+        return m
+    rows, cols, vals = [], [], []
+    if syn.kind == "graph":
+        _, tt, vv = src.shape
+        o, i, v, u = np.nonzero(w)
+        t = np.arange(tt)[:, None]
+        rows.append((o * tt * vv + t * vv + v).reshape(-1))
+        cols.append((i * tt * vv + t * vv + u).reshape(-1))
+        vals.append(np.broadcast_to(w[o, i, v, u], (tt, len(o))).reshape(-1))
     else:
-        out = torch.einsum("oivu,nitu->notv", w, eye)
-    m = torch.round(out.reshape(src.size, -1)).to(torch.int64).numpy().T
-    if m.shape[0] != dst.size:
-        raise LavaError(f"synapse {syn.name}: produces {m.shape[0]} values for {dst.size} neurons")
-    return np.ascontiguousarray(m.astype(np.int32))
+        n_out, cg, kh_n, kw_n = w.shape
+        c, h, wd = src.shape
+        _, ho, wo = dst.shape
+        og = n_out // syn.groups
+        o = np.arange(n_out)
+        for kh in range(kh_n):
+            ti = np.arange(ho) * syn.stride[0] - syn.padding[0] + kh * syn.dilation[0]
+            okt = (ti >= 0) & (ti < h)
+            for kw in range(kw_n):
+                vi = np.arange(wo) * syn.stride[1] - syn.padding[1] + kw * syn.dilation[1]
+                okv = (vi >= 0) & (vi < wd)
+                to, tin = np.arange(ho)[okt], ti[okt]
+                vo, vin = np.arange(wo)[okv], vi[okv]
+                for ic in range(cg):
+                    cin = (o // og) * cg + ic
+                    r = o[:, None, None] * ho * wo + to[None, :, None] * wo + vo[None, None, :]
+                    cc = cin[:, None, None] * h * wd + tin[None, :, None] * wd + vin[None, None, :]
+                    rows.append(r.reshape(-1))
+                    cols.append(cc.reshape(-1))
+                    vals.append(np.broadcast_to(w[:, ic, kh, kw][:, None, None], r.shape)
+                                .reshape(-1))
+    m = coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                   shape=(dst.size, src.size)).tocsr()
+    m.sum_duplicates()
+    m.eliminate_zeros()
+    return m
 
 
 @contextlib.contextmanager
@@ -311,11 +344,11 @@ class LavaNetwork:
                  num_steps: int | None = None, record_groups: Iterable[str] | None = None,
                  timeout: float | None = None):
         from lava.proc.conv.process import Conv
-        from lava.proc.dense.process import Dense, DelayDense
+        from lava.proc.dense.process import Dense
         from lava.proc.io.sink import RingBuffer as Sink
         from lava.proc.io.source import RingBuffer as Source
         from lava.proc.lif.process import LIF, LIFReset
-        from lava.proc.sparse.process import Sparse
+        from lava.proc.sparse.process import DelaySparse, Sparse
         from lava.utils.weightutils import SignMode
         from scipy.sparse import csr_matrix
 
@@ -377,17 +410,18 @@ class LavaNetwork:
                 out_port[s.src].connect(proc.s_in)
                 proc.a_out.connect(self.lif[s.dst].a_in)
             else:
-                m = np.asarray(s.weight).reshape(dst.size, src.size).astype(np.int32) \
-                    if s.kind == "dense" else _unroll(s, src, dst)
+                m = unroll(s, src, dst).astype(np.int32)
                 if delay.ndim or int(delay):
-                    d = np.broadcast_to(delay, m.shape).astype(int).copy()   # lava checks dtype == int
-                    proc = DelayDense(weights=m, delays=d, weight_exp=s.weight_exp, name=s.name,
-                                      **wkw)
-                elif s.kind == "dense":
-                    proc = Dense(weights=m, weight_exp=s.weight_exp, name=s.name, **wkw)
+                    # DelaySparse: delays share the weights' sparsity pattern
+                    d = np.broadcast_to(delay, (dst.size, src.size))
+                    r, c = m.nonzero()
+                    dl = csr_matrix((d[r, c].astype(int), (r, c)), shape=m.shape)
+                    proc = DelaySparse(weights=m, delays=dl, max_delay=int(d.max()),
+                                       weight_exp=s.weight_exp, name=s.name, **wkw)
+                elif s.kind == "dense" and m.shape[0] * m.shape[1] <= 1 << 22:
+                    proc = Dense(weights=m.toarray(), weight_exp=s.weight_exp, name=s.name, **wkw)
                 else:
-                    proc = Sparse(weights=csr_matrix(m), weight_exp=s.weight_exp, name=s.name,
-                                  **wkw)
+                    proc = Sparse(weights=m, weight_exp=s.weight_exp, name=s.name, **wkw)
                 flat_out(s.src).connect(proc.s_in)
                 connect_in(proc.a_out, s.dst)
             self.conns.append(proc)

@@ -116,3 +116,20 @@ def test_netgraph_roundtrip_keeps_array_delays_and_sources(tmp_path):
     d0 = [s for s in net.synapses if s.name == "c2-fc"][0].delay
     d1 = [s for s in back.synapses if s.name == "c2-fc"][0].delay
     assert np.array_equal(d0, d1)
+
+
+def test_in_range_fast_update_equals_general_update():
+    rng = np.random.default_rng(11)
+    for _ in range(30):
+        p = loihi.CubaParams(int(rng.integers(0, 4097)), int(rng.integers(0, 4097)),
+                             int(rng.integers(0, loihi.VTH_MANT_MAX + 1)))
+        u = torch.as_tensor(rng.integers(-loihi.UV_MAX + 1, loihi.UV_MAX + 1, 400))
+        v = torch.as_tensor(rng.integers(-loihi.UV_MAX + 1, loihi.UV_MAX, 400))
+        a = torch.as_tensor(rng.integers(-(1 << 17), (1 << 17) + 1, 400))   # |a << 6| <= 2**23
+        b = torch.as_tensor(rng.integers(loihi.BIAS_MANT_MIN, loihi.BIAS_MANT_MAX + 1, 400)
+                            << loihi.NETX_BIAS_EXP)
+        for spiking in (True, False):
+            ref = engine.cuba_update(u, v, a, b, p, spiking)
+            got = engine.cuba_update_in_range(u.clone(), v.clone(), a, b, p, spiking)
+            for x, y in zip(ref, got):
+                assert torch.equal(x, y)

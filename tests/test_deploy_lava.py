@@ -96,3 +96,25 @@ def test_timeout_stops_the_run_and_cleans_up(monkeypatch):
         with lava_graph.LavaNetwork(net, timeout=5) as ln:
             ln.run(inputs=inp)
     assert _no_new_children(before)
+
+
+def test_unrolled_matrices_equal_the_reference_synapses():
+    from deploy_reference import synapse_current
+    from mksgn import loihi
+    from mksgn.netgraph import NeuronGroup, Synapse
+    rng = np.random.default_rng(5)
+    p = loihi.CubaParams(0, 0, 1)
+    src = NeuronGroup("a", (4, 7, 5), p)
+    cases = [
+        (Synapse("c", "a", "b", "conv", rng.integers(-9, 9, (6, 2, 3, 2)), stride=(2, 1),
+                 padding=(2, 1), dilation=(2, 2), groups=2), (6, 4, 5)),
+        (Synapse("g", "a", "b", "graph", rng.integers(-9, 9, (3, 4, 5, 5))), (3, 7, 5)),
+        (Synapse("d", "a", "b", "dense", rng.integers(-9, 9, (11, 140))), (11,)),
+    ]
+    for syn, shape in cases:
+        dst = NeuronGroup("b", shape, p)
+        m = lava_graph.unroll(syn, src, dst)
+        for _ in range(3):
+            s = rng.random(src.shape) < 0.5
+            assert np.array_equal(m @ s.reshape(-1).astype(np.int64),
+                                  synapse_current(syn, s, shape).reshape(-1)), syn.kind

@@ -10,7 +10,7 @@ from mksgn import loihi, netx_io
 from mksgn.deploy import engine
 from mksgn.netgraph import Network, NeuronGroup, Synapse
 
-lava = pytest.importorskip("lava.lib.dl.netx")
+pytest.importorskip("lava.lib.dl.netx")
 from mksgn.deploy import lava_graph  # noqa: E402
 
 

@@ -12,8 +12,8 @@ group, so ``64 w ~= m * 2**e``.
 
 Mantissas are even, in ``[loihi.WEIGHT_MIN, loihi.WEIGHT_MAX]`` = [-256, 254]: lava's mixed-sign
 8-bit synapse drops the lowest bit (``lava/utils/weightutils.py: truncate_weights``), which is also
-slayer's ``quantize_8bit`` (step 2 / 64, clamp to [-256, 254] / 64). The exponent is the smallest one
-that makes the largest weight fit, within ``[WEIGHT_EXP_MIN, WEIGHT_EXP_MAX]``.
+slayer's ``quantize_8bit`` (step 2 / 64, clamp to [-256, 254] / 64). The exponent is the smallest
+one that makes the largest weight fit, within ``[WEIGHT_EXP_MIN, WEIGHT_EXP_MAX]``.
 
 Straight-through estimators (Bengio et al. 2013): ``round``/``floor``/``clamp`` act in the forward
 pass and pass the gradient unchanged, so the forward is the chip's arithmetic and the backward that
@@ -174,7 +174,8 @@ def quantize_encoder(w: torch.Tensor, b: torch.Tensor, frac_bits: int
     shift = int(min(max(shift, 0), 30))
     scale_w = loihi.STATE_SCALE * 2.0 ** (shift - frac_bits)
     w_int = clamp_ste(round_ste(w * scale_w), -ENCODER_WEIGHT_MAX, ENCODER_WEIGHT_MAX)
-    b_int = clamp_ste(round_ste(b * (loihi.STATE_SCALE * 2.0 ** shift)), -(2.0 ** 31), 2.0 ** 31 - 1)
+    b_int = clamp_ste(round_ste(b * (loihi.STATE_SCALE * 2.0 ** shift)),
+                      -(2.0 ** 31), 2.0 ** 31 - 1)
     return w_int, b_int, shift
 
 

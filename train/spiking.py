@@ -13,12 +13,13 @@ sums of integers are exact).
 Neurons are lava-dl slayer CUBA neurons (:class:`LoihiCuba` subclasses
 ``lava.lib.dl.slayer.neuron.cuba.Neuron`` and takes its parameters, fixed-point conversion and
 surrogate gradient from it). The forward pass is the integer update of lava's ``PyLifModelBitAcc``
-(what ``mksgn.deploy.engine`` runs): int32 wraps of ``a << 6`` and of the current, one 24-bit wrap of
-``u``, a clipped 24-bit ``v`` and a bias ``bias_mant << 6`` added to ``v``. Within the 24-bit ranges
-that equals slayer's own CUBA dynamics (``leaky_integrator``) bit for bit, which slayer lacks only
-outside them and for the bias (slayer's CUBA has none; Loihi adds it to the voltage). The backward
-pass is slayer's: its surrogate spike derivative (``slayer.spike.spike._spike_backward`` with
-slayer's ``TAU_RHO_MULT``/``SCALE_RHO_MULT``) through the two leaky integrators, ignoring the reset.
+(what ``mksgn.deploy.engine`` runs): int32 wraps of ``a << 6`` and of the current, one 24-bit wrap
+of ``u``, a clipped 24-bit ``v`` and a bias ``bias_mant << 6`` added to ``v``. Without a bias and
+within the 24-bit ranges this is slayer's own CUBA dynamics (``leaky_integrator``) bit for bit;
+slayer leaves out the wraps and the clip, and has no bias (Loihi adds it to the voltage).
+The backward pass is slayer's: its surrogate spike derivative
+(``slayer.spike.spike._spike_backward`` with slayer's ``TAU_RHO_MULT``/``SCALE_RHO_MULT``) through
+the two leaky integrators, ignoring the reset.
 """
 from __future__ import annotations
 
@@ -83,37 +84,56 @@ def _wrap32(x: torch.Tensor) -> torch.Tensor:
 
 
 def _decay(x: torch.Tensor, d: int) -> torch.Tensor:
-    p = x * (loihi.DECAY_UNITY - d)
-    return torch.sign(p) * (p.abs() >> loihi.DECAY_SHIFT)
+    # sign(p) * (|p| >> 12) == p / 4096 rounded toward zero
+    if d == 0:
+        return x
+    if d == loihi.DECAY_UNITY:
+        return torch.zeros_like(x)
+    return torch.div(x * (loihi.DECAY_UNITY - d), loihi.DECAY_UNITY, rounding_mode="trunc")
+
+
+_TRACES = ("u", "v", "s", "v_pre")
 
 
 def cuba_states(a: torch.Tensor, bias_eff: torch.Tensor | int, p: loihi.CubaParams,
-                spiking: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                spiking: bool = True, traces: tuple[str, ...] = _TRACES
+                ) -> tuple[torch.Tensor, ...]:
     """Integer CUBA traces from zero state: lava ``PyLifModelBitAcc``, one step per last-axis slice.
 
     a: int64 (..., L) synaptic input (a-units); bias_eff: ``bias_mant << 6`` broadcastable to
-    ``a[..., 0]``. Returns int64 ``u``, ``v`` (after the reset, as Lava and the engine record it),
-    bool ``s`` and int64 ``v_pre`` (before the reset, for the surrogate gradient), each (..., L).
+    ``a[..., 0]``. Returns the requested ``traces`` (default all, in this order), each (..., L):
+    int64 ``u``, int64 ``v`` (after the reset, as Lava and the engine record it), bool ``s`` and
+    int64 ``v_pre`` (before the reset, for the surrogate gradient).
     """
     u = torch.zeros(a.shape[:-1], dtype=torch.int64, device=a.device)
     v = torch.zeros_like(u)
-    us, vs, ss, ps = [], [], [], []
+    steps = a.shape[-1]
+    out = {k: [] for k in traces}
     vth = p.vth_mant << loihi.VTH_SHIFT
-    for t in range(a.shape[-1]):
-        u = _wrap32(_decay(u, p.i_decay) + _wrap32(a[..., t] << loihi.ACT_SHIFT))
-        u = torch.where(u > _M, u - 2 * _M, u)
-        u = torch.where(u <= -_M, u + 2 * _M, u)
-        v = _wrap32(_decay(v, p.v_decay) + u + bias_eff).clamp_(-_M + 1, _M - 1)
-        ps.append(v)
+    # When no state can leave the 24-bit range, the wraps and the clip are no-ops: skip them.
+    amax = int(a.abs().max()) if a.numel() else 0
+    bmax = int(bias_eff.abs().max()) if torch.is_tensor(bias_eff) else abs(int(bias_eff))
+    safe = steps * (steps * (amax << loihi.ACT_SHIFT) + bmax) < _M - 1
+    for t in range(steps):
+        if safe:
+            u = _decay(u, p.i_decay) + (a[..., t] << loihi.ACT_SHIFT)
+            v = _decay(v, p.v_decay) + u + bias_eff
+        else:
+            u = _wrap32(_decay(u, p.i_decay) + _wrap32(a[..., t] << loihi.ACT_SHIFT))
+            u = torch.where(u > _M, u - 2 * _M, u)
+            u = torch.where(u <= -_M, u + 2 * _M, u)
+            v = _wrap32(_decay(v, p.v_decay) + u + bias_eff).clamp_(-_M + 1, _M - 1)
+        if "v_pre" in out:
+            out["v_pre"].append(v)
         if spiking:
             s = v > vth
             v = v.masked_fill(s, 0)
         else:
             s = torch.zeros_like(v, dtype=torch.bool)
-        us.append(u)
-        vs.append(v)
-        ss.append(s)
-    return torch.stack(us, -1), torch.stack(vs, -1), torch.stack(ss, -1), torch.stack(ps, -1)
+        for k, x in (("u", u), ("v", v), ("s", s)):
+            if k in out:
+                out[k].append(x)
+    return tuple(torch.stack(out[k], -1) for k in traces)
 
 
 def _leaky_backward(grad: torch.Tensor, d: int) -> torch.Tensor:
@@ -139,27 +159,33 @@ class _CubaFn(torch.autograd.Function):
         if bias is not None:
             b = torch.round(bias.detach().double() * loihi.STATE_SCALE).to(torch.int64)
             b = b.clamp(loihi.BIAS_MANT_MIN, loihi.BIAS_MANT_MAX) << loihi.NETX_BIAS_EXP
-        u, v, s, v_pre = cuba_states(a, b, p, spiking=neuron.spiking)
+        traces = _TRACES if neuron.record_states else \
+            ("s", "v_pre") if neuron.spiking else ("v",)
+        res = dict(zip(traces, cuba_states(a, b, p, spiking=neuron.spiking, traces=traces)))
+        if neuron.record_states:
+            neuron.last_states = (res["u"], res["v"], res["s"])
         scale = float(loihi.STATE_SCALE * (1 << loihi.ACT_SHIFT))   # slayer's s_scale: 4096
         ctx.neuron = neuron
         ctx.bias_shape = None if bias is None else bias.shape
-        ctx.save_for_backward(v_pre.to(torch.float32) / scale)
-        if neuron.record_states:
-            neuron.last_states = (u, v, s)
-        return s.to(x.dtype), (v.to(torch.float64) / scale).to(x.dtype)
+        if neuron.spiking:
+            # the surrogate gradient needs v before the reset, slayer units
+            ctx.save_for_backward(res["v_pre"].to(torch.float32) / scale)
+            return res["s"].to(x.dtype)
+        # non-spiking (readout): v is the output; |v| < 2**23, exact in float32
+        ctx.save_for_backward(None)
+        return (res["v"].to(torch.float64) / scale).to(x.dtype)
 
     @staticmethod
-    def backward(ctx, grad_s, grad_v):
+    def backward(ctx, grad_out):
         (v_pre,) = ctx.saved_tensors
         n = ctx.neuron
         p = n.params
-        g = torch.zeros_like(v_pre)
-        if n.spiking and grad_s is not None:
-            g = g + _spike_backward(v_pre, n.threshold + n.threshold_eps,
-                                    n.tau_rho * slayer_cuba.TAU_RHO_MULT,
-                                    n.scale_rho * slayer_cuba.SCALE_RHO_MULT) * grad_s.float()
-        if grad_v is not None:
-            g = g + grad_v.float()
+        if n.spiking:
+            g = _spike_backward(v_pre, n.threshold + n.threshold_eps,
+                                n.tau_rho * slayer_cuba.TAU_RHO_MULT,
+                                n.scale_rho * slayer_cuba.SCALE_RHO_MULT) * grad_out.float()
+        else:   # the readout's v: its derivative w.r.t. v is 1 (clip by STE)
+            g = grad_out
         g_vin = _leaky_backward(g, p.v_decay)
         g_x = _leaky_backward(g_vin, p.i_decay)
         g_b = None
@@ -197,14 +223,14 @@ class LoihiCuba(slayer_cuba.Neuron):
                                 v_decay=int(self.cx_voltage_decay), vth_mant=int(self.v_th_mant))
 
     def forward(self, a: torch.Tensor, bias: torch.Tensor | None = None, start: int = 0
-                ) -> tuple[Spikes, torch.Tensor]:
+                ) -> Spikes | torch.Tensor:
         """a: (N, C, T, V, L) synaptic input in a-units; bias: bias mantissa (a-units)
-        broadcastable to (N, C, T, V). Returns the spikes and the voltage trace v (real units,
-        ``v / 4096``, after reset), each (N, C, T, V, L)."""
+        broadcastable to (N, C, T, V). Returns the spikes of a spiking group, (N, C, T, V, L);
+        for a non-spiking (readout) group the voltage trace ``v / 4096`` (slayer units) instead."""
         x = a / float(loihi.STATE_SCALE)
         b = None if bias is None else bias / float(loihi.STATE_SCALE)
-        s, v = _CubaFn.apply(x, b, self)
-        return Spikes(s, start), v
+        out = _CubaFn.apply(x, b, self)
+        return Spikes(out, start) if self.spiking else out
 
     def export(self, name: str, shape: tuple[int, ...], readout: bool = False) -> NeuronGroup:
         return NeuronGroup(name=name, shape=tuple(int(d) for d in shape), params=self.params,
@@ -274,8 +300,8 @@ class GraphSynapse(nn.Module):
     (C_out, C_in, V, V) tensor is quantised with one exponent.
     """
 
-    def __init__(self, c_in: int, c_out: int, partitions: np.ndarray, static_attention: bool = False,
-                 gain: float = 1.0):
+    def __init__(self, c_in: int, c_out: int, partitions: np.ndarray,
+                 static_attention: bool = False, gain: float = 1.0):
         super().__init__()
         a = np.asarray(partitions, dtype=np.float32)
         v = a.shape[-1]
@@ -416,7 +442,8 @@ class SkeletonSpikingCoding(nn.Module):
         return quant.quantize_encoder(w, b, self.input_frac_bits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x float (N, C_in, T, V) real units -> bias mantissa (N, C_out, T', V) a-units, float64."""
+        """x float (N, C_in, T, V), real units -> bias mantissa (N, C_out, T', V), a-units,
+        float64."""
         w_int, b_int, shift = self.quantized(x)
         x_int = quant.quantize_input(x, self.input_frac_bits)
         with quant.exact_float_math():
