@@ -194,6 +194,10 @@ def load_profile(name_or_path: str) -> Profile:
     if not isinstance(energy_raw, dict):
         raise doc.fail("energy", "expected a mapping of operation -> {value, unit, source}")
     required, optional = ENERGY_KEYS[kind]
+    for key in energy_raw:     # unknown first: a misspelt entry explains the missing one
+        if key not in required + optional:
+            raise doc.fail(f"energy.{key}", f"unknown operation for a {kind} profile; expected "
+                           "one of " + ", ".join(required + optional))
     for key in required:
         if key not in energy_raw:
             raise doc.fail(f"energy.{key}", f"missing field (a {kind} profile needs "
@@ -201,9 +205,6 @@ def load_profile(name_or_path: str) -> Profile:
     energy: dict[str, EnergyEntry] = {}
     for key, entry in energy_raw.items():
         where = f"energy.{key}"
-        if key not in required + optional:
-            raise doc.fail(where, f"unknown operation for a {kind} profile; expected one of "
-                           + ", ".join(required + optional))
         if not isinstance(entry, dict):
             raise doc.fail(where, "expected {value: number, unit: pJ|nJ|uJ|mJ|J, source: text}")
         for sub in ("value", "unit", "source"):

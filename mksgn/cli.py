@@ -15,6 +15,10 @@ COMMANDS: dict[str, str] = {
     "data": "mksgn.data.cli:data",
     "simulate": "mksgn.deploy.cli:simulate",
     "run": "mksgn.deploy.cli:run",
+    "energy": "mksgn.hw_profiles.cli:energy",
+    "train": "mksgn.train.cli:train",
+    "evaluate": "mksgn.train.cli:evaluate",
+    "summary": "mksgn.train.cli:summary",
 }
 
 

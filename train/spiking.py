@@ -430,8 +430,11 @@ class SkeletonSpikingCoding(nn.Module):
             with torch.no_grad():
                 n = y.numel() / y.shape[1]
                 bn.num_batches_tracked += 1
-                bn.running_mean.lerp_(mean.detach(), bn.momentum)
-                bn.running_var.lerp_(var.detach() * n / max(n - 1, 1), bn.momentum)
+                # a cumulative average until it is as fast as the EMA: no bias from the (0, 1)
+                # initial statistics (input modalities differ in variance by 10**4)
+                mom = max(bn.momentum, 1.0 / float(bn.num_batches_tracked))
+                bn.running_mean.lerp_(mean.detach(), mom)
+                bn.running_var.lerp_(var.detach() * n / max(n - 1, 1), mom)
         else:
             mean, var = bn.running_mean, bn.running_var
         g = bn.weight / torch.sqrt(var + bn.eps)

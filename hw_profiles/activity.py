@@ -1,0 +1,85 @@
+"""Reading the activity that ``mksgn simulate`` measured (contract 5) and checking it fits the network.
+
+``OUT/activity.json`` (schema ``mksgn-activity/1``): ``network_sha256`` of the model.net it ran,
+``engine``, ``samples``, ``runs`` (network runs: samples x persons), ``num_steps`` and per group
+``{neurons, spikes_per_sample, firing_rate}``. ``OUT/activity.npz``: ``spikes/<group>`` per-neuron
+spike counts summed over all runs (int64, group shape) and ``samples``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import click
+import numpy as np
+
+from mksgn import netgraph
+from mksgn.hw_profiles.energy import Activity
+
+SCHEMA = "mksgn-activity/1"
+FOREIGN = "activity report is from another network"
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_activity(act_dir: Path, net: netgraph.Network, net_path: Path) -> Activity:
+    """Load ``act_dir/activity.{json,npz}``; one-line ``ClickException`` when it does not fit ``net``."""
+    act_dir = Path(act_dir)
+    jpath, npath = act_dir / "activity.json", act_dir / "activity.npz"
+    if act_dir.is_file() and act_dir.name == "activity.json":
+        jpath, npath = act_dir, act_dir.with_suffix(".npz")
+    for p in (jpath, npath):
+        if not p.is_file():
+            raise click.ClickException(f"{p}: no such file (run `mksgn simulate` first)")
+    try:
+        meta = json.loads(jpath.read_text())
+    except json.JSONDecodeError as e:
+        raise click.ClickException(f"{jpath}:{e.lineno}: not valid JSON ({e.msg})") from None
+    if not isinstance(meta, dict) or meta.get("schema") != SCHEMA:
+        got = meta.get("schema") if isinstance(meta, dict) else None
+        raise click.ClickException(f"{jpath}: schema {got!r}, expected {SCHEMA!r}")
+    for key in ("network_sha256", "samples", "num_steps"):
+        if key not in meta:
+            raise click.ClickException(f"{jpath}: {key}: missing field")
+    if meta["network_sha256"] != file_sha256(net_path):
+        raise click.ClickException(f"{jpath}: {FOREIGN} (network_sha256 differs from {net_path})")
+    samples = int(meta["samples"])
+    if samples <= 0:
+        raise click.ClickException(f"{jpath}: samples: expected a positive count, got {samples}")
+    if int(meta["num_steps"]) != net.num_steps:
+        raise click.ClickException(f"{jpath}: {FOREIGN} (num_steps {meta['num_steps']} "
+                                   f"!= {net.num_steps})")
+    counts: dict[str, np.ndarray] = {}
+    try:
+        with np.load(npath) as z:
+            for g in net.groups:
+                key = f"spikes/{g.name}"
+                if key not in z:
+                    raise click.ClickException(f"{npath}: {FOREIGN} (no spikes for group {g.name!r})")
+                c = np.asarray(z[key])
+                if tuple(c.shape) != tuple(g.shape):
+                    raise click.ClickException(f"{npath}: {FOREIGN} ({key} has shape "
+                                               f"{tuple(c.shape)}, the group {tuple(g.shape)})")
+                if c.size and c.min() < 0:
+                    raise click.ClickException(f"{npath}: {key}: negative spike count")
+                counts[g.name] = c.astype(np.int64)
+            if "samples" in z and int(z["samples"]) != samples:
+                raise click.ClickException(f"{npath}: samples {int(z['samples'])} differs from "
+                                           f"{jpath}'s {samples}")
+    except (OSError, ValueError) as e:
+        raise click.ClickException(f"{npath}: cannot read ({e})") from None
+    runs = int(meta.get("runs", samples))
+    max_spikes = runs * net.num_steps
+    for name, c in counts.items():
+        if c.size and c.max() > max_spikes:
+            raise click.ClickException(f"{npath}: spikes/{name}: a neuron fired {int(c.max())} "
+                                       f"times in {runs} runs of {net.num_steps} steps")
+    return Activity(counts=counts, samples=samples, num_steps=int(meta["num_steps"]), runs=runs,
+                    engine=str(meta.get("engine", "")), network_sha256=meta["network_sha256"])

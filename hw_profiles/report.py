@@ -1,0 +1,284 @@
+"""The energy report: a typed dataclass, printed as a table, written as JSON, CSV and a PNG chart.
+
+All energies are pJ per sample (one classified skeleton sequence); the terminal shows SI units.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from mksgn import netgraph
+from mksgn.hw_profiles.energy import Activity, count_student, layer_energy, needed_neurons_per_core
+from mksgn.hw_profiles.profiles import Profile
+from mksgn.hw_profiles.teacher import TeacherLayer, teacher_energy_pj
+
+SCHEMA = "mksgn-energy/1"
+
+
+@dataclass
+class StudentLayerReport:
+    """One neuron group: counts per sample and energy (pJ per sample) on each profile."""
+    name: str
+    shape: list[int]
+    neurons: int
+    synapses: int
+    spikes_per_sample: float
+    firing_rate: float
+    synops: float
+    attention_synops: float
+    neuron_updates_active: float
+    neuron_updates_idle: float
+    encoder_macs: float
+    core_deliveries: dict[str, float]              # neurons_per_core -> spike deliveries
+    energy_pj: dict[str, dict[str, float]]         # profile -> {synops, neurons, routing, input, total}
+
+
+@dataclass
+class TeacherLayerReport:
+    name: str
+    macs: int
+    adds: int
+    energy_pj: dict[str, float]                    # teacher profile -> pJ per sample
+
+
+@dataclass
+class EnergyReport:
+    network: str
+    network_sha256: str
+    activity: dict                                 # source, engine, samples, runs, num_steps
+    profiles: list[dict]
+    student: list[StudentLayerReport]
+    student_total_pj: dict[str, float]
+    teacher_source: str = ""
+    teacher_profiles: list[dict] = field(default_factory=list)
+    teacher: list[TeacherLayerReport] = field(default_factory=list)
+    teacher_total_pj: dict[str, float] = field(default_factory=dict)
+    # reduction_percent[student profile][teacher profile] = 100 (1 - E_student / E_teacher)
+    reduction_percent: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    schema: str = SCHEMA
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> "EnergyReport":
+        d = json.loads(text)
+        d["student"] = [StudentLayerReport(**r) for r in d["student"]]
+        d["teacher"] = [TeacherLayerReport(**r) for r in d["teacher"]]
+        return cls(**d)
+
+
+def build_report(net: netgraph.Network, net_path: str, act: Activity, activity_source: str,
+                 profiles: list[Profile], teacher_layers: list[TeacherLayer] | None = None,
+                 teacher_profiles: list[Profile] = (), teacher_source: str = "") -> EnergyReport:
+    """Count, price and assemble everything (see ``mksgn.hw_profiles.energy``)."""
+    layers = count_student(net, act, needed_neurons_per_core(profiles))
+    rows, totals = [], {p.name: 0.0 for p in profiles}
+    for lc in layers:
+        per_profile = {}
+        for p in profiles:
+            e = layer_energy(lc, p, net.num_steps)
+            per_profile[p.name] = {"synops": e.synops, "neurons": e.neurons, "routing": e.routing,
+                                   "input": e.input, "total": e.total}
+            totals[p.name] += e.total
+        rows.append(StudentLayerReport(
+            name=lc.name, shape=list(lc.shape), neurons=lc.neurons, synapses=lc.synapses,
+            spikes_per_sample=lc.spikes, firing_rate=lc.firing_rate, synops=lc.synops,
+            attention_synops=lc.attention_synops, neuron_updates_active=lc.updates_active,
+            neuron_updates_idle=lc.updates_idle, encoder_macs=lc.encoder_macs,
+            core_deliveries={str(k): v for k, v in lc.deliveries.items()}, energy_pj=per_profile))
+    report = EnergyReport(
+        network=str(net_path), network_sha256=act.network_sha256,
+        activity={"source": activity_source, "engine": act.engine, "samples": act.samples,
+                  "runs": act.runs if act.runs is not None else act.samples,
+                  "num_steps": act.num_steps},
+        profiles=[p.to_dict() for p in profiles], student=rows, student_total_pj=totals)
+    if teacher_layers:
+        report.teacher_source = teacher_source
+        report.teacher_profiles = [p.to_dict() for p in teacher_profiles]
+        t_tot = {p.name: 0.0 for p in teacher_profiles}
+        for tl in teacher_layers:
+            e = {p.name: teacher_energy_pj(tl, p) for p in teacher_profiles}
+            for k, v in e.items():
+                t_tot[k] += v
+            report.teacher.append(TeacherLayerReport(tl.name, tl.macs, tl.adds, e))
+        report.teacher_total_pj = t_tot
+        report.reduction_percent = {
+            s: {t: (100.0 * (1.0 - es / et) if et > 0 else None) for t, et in t_tot.items()}
+            for s, es in totals.items()}
+    return report
+
+
+# ---------------------------------------------------------------------------------------------
+# Output
+
+def si_energy(pj: float) -> str:
+    """pJ -> a short SI string ("4.60 pJ", "1.23 uJ")."""
+    for unit, scale in (("J", 1e12), ("mJ", 1e9), ("uJ", 1e6), ("nJ", 1e3)):
+        if abs(pj) >= scale:
+            return f"{pj / scale:.3g} {unit}"
+    return f"{pj:.3g} pJ"
+
+
+def _count(x: float) -> str:
+    return f"{x:,.0f}" if abs(x) >= 100 or float(x).is_integer() else f"{x:,.2f}"
+
+
+def print_report(report: EnergyReport, console) -> None:
+    """Per-layer tables (student, teacher), totals and reductions, with rich."""
+    from rich.table import Table
+
+    names = [p["name"] for p in report.profiles]
+    t = Table(title=f"student {report.network}: per sample "
+                    f"({report.activity['samples']} samples, {report.activity['source']})")
+    for col in ("layer", "neurons", "synapses", "spikes/sample", "rate", "synops"):
+        t.add_column(col, justify="left" if col == "layer" else "right")
+    for n in names:
+        t.add_column(f"E {n}", justify="right")
+        t.add_column("share", justify="right")
+    for r in report.student:
+        cells = [r.name, _count(r.neurons), _count(r.synapses), _count(r.spikes_per_sample),
+                 f"{r.firing_rate:.4f}", _count(r.synops)]
+        for n in names:
+            e, tot = r.energy_pj[n]["total"], report.student_total_pj[n]
+            cells += [si_energy(e), f"{100 * e / tot:.1f}%" if tot else "-"]
+        t.add_row(*cells)
+    tot_cells = ["total", _count(sum(r.neurons for r in report.student)),
+                 _count(sum(r.synapses for r in report.student)),
+                 _count(sum(r.spikes_per_sample for r in report.student)), "",
+                 _count(sum(r.synops for r in report.student))]
+    for n in names:
+        tot_cells += [si_energy(report.student_total_pj[n]), "100%"]
+    t.add_row(*tot_cells, style="bold")
+    console.print(t)
+    for p in report.profiles:
+        if p.get("estimate"):
+            console.print(f"note: profile {p['name']} is an ESTIMATE: {p.get('basis', '')}")
+    if not report.teacher:
+        console.print("no teacher: give DIR/teacher.onnx or --teacher-macs for the comparison")
+        return
+    tnames = list(report.teacher_total_pj)
+    tt = Table(title=f"teacher ({report.teacher_source}): per sample")
+    for col in ("layer", "MACs", "adds"):
+        tt.add_column(col, justify="left" if col == "layer" else "right")
+    for n in tnames:
+        tt.add_column(f"E {n}", justify="right")
+    for r in report.teacher:
+        tt.add_row(r.name, _count(r.macs), _count(r.adds), *[si_energy(r.energy_pj[n]) for n in tnames])
+    tt.add_row("total", _count(sum(r.macs for r in report.teacher)),
+               _count(sum(r.adds for r in report.teacher)),
+               *[si_energy(report.teacher_total_pj[n]) for n in tnames], style="bold")
+    console.print(tt)
+    rt = Table(title="energy reduction of the student vs the teacher (100 (1 - E_student / "
+                     "E_teacher); negative: the student needs more)")
+    rt.add_column("student on (row) / teacher on (column)")
+    for n in tnames:
+        rt.add_column(f"{n} ({si_energy(report.teacher_total_pj[n])})", justify="right")
+    for s, per in report.reduction_percent.items():
+        rt.add_row(f"{s} ({si_energy(report.student_total_pj[s])})",
+                   *["-" if per[n] is None else f"{per[n]:.2f}%" for n in tnames])
+    console.print(rt)
+    if "cmos45nm_fp32" in report.reduction_percent and "cmos45nm_fp32" in report.teacher_total_pj:
+        pct = report.reduction_percent["cmos45nm_fp32"]["cmos45nm_fp32"]
+        if pct is not None:
+            console.print(f"paper convention (45 nm fp32, Horowitz 2014: synops x 0.9 pJ vs MACs x "
+                          f"4.6 pJ): the student uses [bold]{pct:.2f}% less energy[/bold] than the "
+                          "teacher" if pct >= 0 else
+                          f"paper convention (45 nm fp32): the student uses [bold]{-pct:.2f}% more "
+                          "energy[/bold] than the teacher")
+
+
+CSV_COLUMNS = ("part", "layer", "profile", "neurons", "synapses", "spikes_per_sample",
+               "firing_rate", "synops", "encoder_macs", "macs", "adds", "synops_pj", "neurons_pj",
+               "routing_pj", "input_pj", "energy_pj", "share")
+
+
+def to_csv(report: EnergyReport) -> str:
+    """One row per (layer, profile), student then teacher; energies pJ per sample."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    w.writeheader()
+    for r in report.student:
+        for n, e in r.energy_pj.items():
+            tot = report.student_total_pj[n]
+            w.writerow({"part": "student", "layer": r.name, "profile": n, "neurons": r.neurons,
+                        "synapses": r.synapses, "spikes_per_sample": repr(r.spikes_per_sample),
+                        "firing_rate": repr(r.firing_rate), "synops": repr(r.synops),
+                        "encoder_macs": repr(r.encoder_macs), "macs": "", "adds": "",
+                        "synops_pj": repr(e["synops"]), "neurons_pj": repr(e["neurons"]),
+                        "routing_pj": repr(e["routing"]), "input_pj": repr(e["input"]),
+                        "energy_pj": repr(e["total"]),
+                        "share": repr(e["total"] / tot) if tot else ""})
+    for r in report.teacher:
+        for n, e in r.energy_pj.items():
+            tot = report.teacher_total_pj[n]
+            w.writerow({"part": "teacher", "layer": r.name, "profile": n, "macs": r.macs,
+                        "adds": r.adds, "energy_pj": repr(e), "share": repr(e / tot) if tot else ""})
+    return buf.getvalue()
+
+
+def _atomic(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def plot(report: EnergyReport, path: Path) -> None:
+    """PNG: per-layer student energy by profile (top), student vs teacher totals (bottom)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    names = [p["name"] for p in report.profiles]
+    layers = [r.name for r in report.student]
+    bars = [(f"student on {n}", report.student_total_pj[n], "tab:blue") for n in names]
+    bars += [(f"teacher on {n}", v, "tab:red") for n, v in report.teacher_total_pj.items()]
+    fig, (ax, bx) = plt.subplots(
+        2, 1, figsize=(max(8.0, 0.3 * len(layers) * max(1, len(names)) ** 0.5 + 3), 8.5),
+        gridspec_kw={"height_ratios": [3, max(1.2, 0.25 * len(bars))]})
+    width = 0.8 / max(1, len(names))
+    x = np.arange(len(layers))
+    for i, n in enumerate(names):
+        ys = [r.energy_pj[n]["total"] * 1e-3 for r in report.student]   # nJ
+        ax.bar(x + (i - (len(names) - 1) / 2) * width, ys, width, label=n)
+    ax.set_xticks(x, layers, rotation=75, ha="right", fontsize=7)
+    ax.set_xlim(-0.6, len(layers) - 0.4)
+    ax.set_yscale("log")
+    ax.set_ylabel("energy per sample (nJ)")
+    ax.set_title(f"student per layer ({report.network})", fontsize=9)
+    ax.legend(fontsize=7, ncol=min(len(names), 4))
+    ax.grid(axis="y", alpha=0.3)
+    y = np.arange(len(bars))[::-1]
+    vals = [v * 1e-6 for _, v, _ in bars]                                # uJ
+    bx.barh(y, vals, color=[c for _, _, c in bars])
+    for yi, v in zip(y, vals):
+        bx.text(v, yi, f" {si_energy(v * 1e6)}", va="center", fontsize=7)
+    bx.set_yticks(y, [b for b, _, _ in bars], fontsize=7)
+    bx.set_xscale("log")
+    bx.set_xlabel("energy per sample (uJ)")
+    bx.set_title("total: student vs teacher", fontsize=9)
+    bx.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    _atomic(path, lambda t: fig.savefig(t, format="png", dpi=110))
+    plt.close(fig)
+
+
+def write_outputs(report: EnergyReport, out: Path) -> list[Path]:
+    """REPORT_DIR/energy.json, energy.csv, energy.png, each written atomically."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / "energy.json", out / "energy.csv", out / "energy.png"]
+    _atomic(paths[0], lambda t: Path(t).write_text(report.to_json()))
+    _atomic(paths[1], lambda t: Path(t).write_text(to_csv(report)))
+    plot(report, paths[2])
+    return paths

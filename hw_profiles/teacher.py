@@ -1,0 +1,163 @@
+"""Teacher (ANN) operation counts, per layer, from its ONNX graph or from a JSON file.
+
+Counted per node of ``teacher.onnx`` after ONNX shape inference, batch size 1 (one sample):
+- Conv / ConvTranspose: output elements x (C_in / groups) x kernel elements MACs;
+- Gemm / MatMul: output elements x K MACs (K: the contracted dimension);
+- a bias of Conv / Gemm: one add (AC) per output element;
+- Einsum: product of the sizes of all distinct indices (every index combination is one MAC);
+- elementwise Mul / Div: one MAC each per output element; Add / Sub: one add (AC) each;
+- BatchNormalization (when not folded): one MAC per output element.
+Everything else (ReLU, reshapes, pooling, softmax...) is not counted. Nodes are grouped into
+layers by their module path (TorchScript export names, ``/m/streams.0/layers.1/gcn/conv/Conv``):
+the prefix every node shares is dropped (``m``), then the first two components name the layer
+(``streams.0/layers.1``); a node with no module path keeps its own name (``Add_2``).
+
+Energy: cmos profiles: MACs E_mac + adds E_ac; ann_device profiles: (MACs + adds) E_op.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+import numpy as np
+
+from mksgn.hw_profiles.profiles import Profile
+
+
+@dataclass
+class TeacherLayer:
+    """Operations of one teacher layer for one sample."""
+    name: str
+    macs: int
+    adds: int = 0
+
+
+def _scope(node_name: str) -> list[str]:
+    """Module path of a TorchScript-exported node: ``/m/streams.0/fc/Gemm`` -> [m, streams.0, fc]."""
+    return [p for p in node_name.split("/") if p][:-1]
+
+
+def _layer_names(nodes: list[tuple[str, str]], depth: int) -> list[str]:
+    """Layer name per (node name, op type): its scope without the prefix all nodes share, cut at
+    ``depth`` components (a wrapper module's name, e.g. ``m``, says nothing about the layer)."""
+    scopes = [_scope(name) for name, _ in nodes]
+    common = 0
+    while scopes and all(len(s) > common for s in scopes) \
+            and len({s[common] for s in scopes}) == 1:
+        common += 1
+    return ["/".join(s[common:common + depth]) or (name.strip("/").split("/")[-1] or op)
+            for s, (name, op) in zip(scopes, nodes)]
+
+
+def onnx_layers(path: str | Path, depth: int = 2) -> list[TeacherLayer]:
+    """Per-layer MACs and adds of an ONNX model (batch 1), in graph order."""
+    import onnx
+    from onnx import shape_inference
+
+    model = onnx.load(str(path))
+    # fix symbolic batch (and any other free) dimensions of the inputs to 1: one sample
+    for inp in model.graph.input:
+        for dim in inp.type.tensor_type.shape.dim:
+            if not dim.HasField("dim_value") or dim.dim_value <= 0:
+                dim.Clear()
+                dim.dim_value = 1
+    model = shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+    shapes: dict[str, tuple[int, ...]] = {}
+    for vi in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output):
+        dims = vi.type.tensor_type.shape.dim
+        if all(d.HasField("dim_value") for d in dims):
+            shapes[vi.name] = tuple(int(d.dim_value) for d in dims)
+    for init in model.graph.initializer:
+        shapes[init.name] = tuple(int(d) for d in init.dims)
+
+    def shape(name: str, node) -> tuple[int, ...]:
+        if name not in shapes:
+            raise click.ClickException(f"{path}: node {node.name or node.op_type}: shape of "
+                                       f"{name!r} unknown after ONNX shape inference")
+        return shapes[name]
+
+    counted: list[tuple[object, int, int]] = []
+    for node in model.graph.node:
+        op = node.op_type
+        macs = adds = 0
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        if op in ("Conv", "ConvTranspose"):
+            w = shape(node.input[1], node)
+            out = shape(node.output[0], node)
+            if op == "Conv":
+                macs = int(np.prod(out)) * int(np.prod(w[1:]))
+            else:   # each input element meets C_out/groups x kernel weights
+                macs = int(np.prod(shape(node.input[0], node))) * int(np.prod(w[1:]))
+            if len(node.input) > 2 and node.input[2]:      # bias: one add per output
+                adds = int(np.prod(out))
+        elif op == "Gemm":
+            a = shape(node.input[0], node)
+            k = a[0] if attrs.get("transA", 0) else a[1]
+            macs = int(np.prod(shape(node.output[0], node))) * k
+            if len(node.input) > 2 and node.input[2]:
+                adds = int(np.prod(shape(node.output[0], node)))
+        elif op == "MatMul":
+            a = shape(node.input[0], node)
+            macs = int(np.prod(shape(node.output[0], node))) * a[-1]
+        elif op == "Einsum":
+            eq = attrs["equation"].decode() if isinstance(attrs["equation"], bytes) else attrs["equation"]
+            lhs = eq.split("->")[0].replace(" ", "").split(",")
+            sizes: dict[str, int] = {}
+            for term, name in zip(lhs, node.input):
+                if "." in term:
+                    raise click.ClickException(f"{path}: Einsum {node.name}: ellipsis not supported")
+                for letter, n in zip(term, shape(name, node)):
+                    sizes[letter] = max(sizes.get(letter, 1), n)
+            macs = int(np.prod(list(sizes.values())))
+        elif op in ("Mul", "Div", "BatchNormalization"):
+            macs = int(np.prod(shape(node.output[0], node)))
+        elif op in ("Add", "Sub"):
+            adds = int(np.prod(shape(node.output[0], node)))
+        else:
+            continue
+        counted.append((node, macs, adds))
+    layers: dict[str, TeacherLayer] = {}
+    names = _layer_names([(n.name, n.op_type) for n, _, _ in counted], depth)
+    for key, (node, macs, adds) in zip(names, counted):
+        layer = layers.setdefault(key, TeacherLayer(key, 0, 0))
+        layer.macs += macs
+        layer.adds += adds
+    if not layers:
+        raise click.ClickException(f"{path}: no countable operations (Conv/Gemm/MatMul/Einsum)")
+    return list(layers.values())
+
+
+def json_layers(path: str | Path) -> list[TeacherLayer]:
+    """Teacher ops from JSON: ``{"layers": [{"name", "macs", "adds"?}, ...]}`` or ``{name: macs}``."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise click.ClickException(f"{path}: cannot read teacher MACs ({exc})") from None
+    items = data.get("layers", data) if isinstance(data, dict) else None
+    if isinstance(items, dict):
+        items = [{"name": k, "macs": v} for k, v in items.items()]
+    if not isinstance(items, list) or not items:
+        raise click.ClickException(f"{path}: expected {{\"layers\": [{{\"name\", \"macs\"}}, ...]}}")
+    out = []
+    for i, it in enumerate(items):
+        if not isinstance(it, dict) or "name" not in it or "macs" not in it:
+            raise click.ClickException(f"{path}: layers[{i}]: expected name and macs")
+        for key in ("macs", "adds"):
+            v = it.get(key, 0)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise click.ClickException(f"{path}: layers[{i}].{key}: expected a non-negative "
+                                           f"integer, got {v!r}")
+        out.append(TeacherLayer(str(it["name"]), int(it["macs"]), int(it.get("adds", 0))))
+    return out
+
+
+def teacher_energy_pj(layer: TeacherLayer, profile: Profile) -> float:
+    """Energy of one teacher layer on an ANN-capable profile, pJ per sample."""
+    if profile.kind == "cmos":
+        return layer.macs * profile.pj("mac") + layer.adds * profile.pj("ac")
+    if profile.kind == "ann_device":
+        return (layer.macs + layer.adds) * profile.pj("op")
+    raise click.ClickException(f"profile {profile.name} is {profile.kind}: the ANN teacher needs a "
+                               "cmos or ann_device profile (--teacher-profile)")

@@ -1,0 +1,141 @@
+"""Training loop: checkpoints, exact resume, DDP gradients, distillation through the loop."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from train_fakes import (FakeSkeletons, build_objective, ddp_grad_worker, global_batch,
+                         tiny_student_config, tiny_teacher_config)
+
+from mksgn.train.checkpoint import load_checkpoint, load_model
+from mksgn.train.loop import train
+
+
+def _data(modalities: int = 2):
+    return (FakeSkeletons(24, 4, 8, modalities, train=True, seed=0),
+            FakeSkeletons(12, 4, 8, modalities, train=False, data_seed=1))
+
+
+def _stable(rows):
+    """Metrics without the wall-clock time."""
+    return [{k: v for k, v in r.items() if k != "time_s"} for r in rows]
+
+
+@pytest.fixture(scope="module")
+def teacher_run(tmp_path_factory):
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("teacher")
+    cfg = tiny_teacher_config()
+    cfg.optim.epochs = 2
+    train(cfg, out, datasets=_data(), progress=False)
+    return out
+
+
+def test_checkpoint_contract(teacher_run):
+    ckpt = load_checkpoint(teacher_run / "last.pt")
+    for key in ("kind", "config", "model", "num_classes", "layout", "epoch", "optimizer",
+                "scheduler", "rng", "metrics"):
+        assert key in ckpt, key
+    assert ckpt["kind"] == "teacher" and ckpt["layout"] == "ucla20" and ckpt["epoch"] == 2
+    assert ckpt["num_classes"] == 4 and isinstance(ckpt["config"], dict)
+    assert (teacher_run / "best.pt").is_file() and (teacher_run / "config.yaml").is_file()
+    rows = json.loads((teacher_run / "metrics.json").read_text())["epochs"]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    for key in ("train_loss", "train_acc", "test_acc", "lr", "time_s"):
+        assert key in rows[0]
+    header = (teacher_run / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"epoch", "train_loss", "train_acc", "test_acc", "lr", "time_s"} <= set(header)
+    assert not list(teacher_run.glob(".*tmp"))        # atomic writes leave no temp files
+    model, info = load_model(teacher_run)
+    assert info["kind"] == "teacher" and not model.training
+    x, _ = global_batch()
+    assert model(x).logits.shape == (8, 4)
+
+
+@pytest.mark.slow
+def test_resume_matches_unbroken_run(tmp_path):
+    """2 epochs, stop, resume for 2 more == 4 epochs in one go: identical metrics and weights."""
+    torch.set_num_threads(1)
+    cfg = tiny_teacher_config()
+    full = train(cfg, tmp_path / "full", datasets=_data(), progress=False)
+    part = train(cfg, tmp_path / "part", datasets=_data(), progress=False, stop_after=2)
+    assert len(part.metrics) == 2
+    resumed = train(cfg, tmp_path / "part", datasets=_data(), progress=False, resume=True)
+    assert _stable(resumed.metrics) == _stable(full.metrics)
+    a = load_checkpoint(tmp_path / "full" / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "part" / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # the random draws after resuming continue the unbroken run's sequence too
+    assert torch.equal(load_checkpoint(tmp_path / "full" / "last.pt")["rng"]["torch"],
+                       load_checkpoint(tmp_path / "part" / "last.pt")["rng"]["torch"])
+
+
+@pytest.mark.slow
+def test_resume_student_with_distillation(tmp_path, teacher_run):
+    torch.set_num_threads(1)
+    cfg = tiny_student_config(teacher=str(teacher_run))
+    full = train(cfg, tmp_path / "full", datasets=_data(), progress=False)
+    train(cfg, tmp_path / "part", datasets=_data(), progress=False, stop_after=1)
+    resumed = train(cfg, tmp_path / "part", datasets=_data(), progress=False, resume=True)
+    assert _stable(resumed.metrics) == _stable(full.metrics)
+    row = full.metrics[-1]
+    for key in ("train_ce", "train_soft", "train_ftm", "train_mi", "test_firing_rate"):
+        assert key in row, key
+    assert 0 < row["test_firing_rate"] < 1
+    assert "distiller" in load_checkpoint(tmp_path / "full" / "last.pt")
+
+
+def test_resume_refuses_a_changed_config(tmp_path):
+    torch.set_num_threads(1)
+    cfg = tiny_teacher_config()
+    train(cfg, tmp_path, datasets=_data(), progress=False, stop_after=1)
+    cfg.optim.lr = 0.5
+    with pytest.raises(ValueError, match="config differs"):
+        train(cfg, tmp_path, datasets=_data(), progress=False, resume=True)
+
+
+@pytest.mark.parametrize("soft,ftm", [(False, False), (True, False), (False, True)])
+def test_kd_switches_reach_the_loss(tmp_path, teacher_run, soft, ftm):
+    torch.set_num_threads(1)
+    cfg = tiny_student_config(teacher=str(teacher_run), soft_labels=soft, ftm=ftm)
+    cfg.optim.epochs = 1
+    row = train(cfg, None, datasets=_data(), progress=False).metrics[0]
+    assert ("train_soft" in row) == soft and ("train_ftm" in row) == ftm
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_match_one(tmp_path, teacher_run):
+    """2 gloo processes, each with half of one global batch, give the single-process gradients.
+
+    DDP averages the per-process gradients of per-shard mean losses; with equal shards that is the
+    gradient of the mean loss over the global batch. What differs is only float summation order
+    (all-reduce of two partial sums vs autograd's accumulation), ~1e-7 relative, hence allclose
+    with rtol 1e-5. Batch norm in training mode normalises each process's shard (torch has no CPU
+    SyncBatchNorm), so the single-process reference computes the loss shard by shard; with BN in
+    eval mode the reference is simply the whole batch.
+    """
+    init = tmp_path / "init"
+    mp.spawn(ddp_grad_worker, args=(2, str(init), str(tmp_path), str(teacher_run)), nprocs=2,
+             join=True)
+    g0 = torch.load(tmp_path / "grads0.pt")
+    g1 = torch.load(tmp_path / "grads1.pt")
+    torch.set_num_threads(1)
+    x, y = global_batch()
+    for kind in ("teacher", "student"):
+        obj, teacher = build_objective(kind, str(teacher_run))
+        for mode in ("train", "eval"):
+            obj.train(mode == "train")
+            obj.zero_grad(set_to_none=True)
+            shards = [(x[:4], y[:4]), (x[4:], y[4:])] if mode == "train" else [(x, y)]
+            for xs, ys in shards:
+                t_out = teacher(xs) if teacher is not None else None
+                (obj(xs, ys, t_out)[0] / len(shards)).backward()
+            ref = {n: p.grad for n, p in obj.named_parameters() if p.grad is not None}
+            key = f"{kind}/{mode}"
+            assert set(g0[key]) == set(ref) == set(g1[key])
+            assert len(ref) > 5
+            for n, g in ref.items():
+                assert torch.equal(g0[key][n], g1[key][n]), f"{key} {n}: ranks disagree"
+                assert torch.allclose(g0[key][n], g, rtol=1e-5, atol=1e-7), f"{key} {n}"
