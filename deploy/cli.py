@@ -120,9 +120,10 @@ def _prepared_dir(data: Path, benchmark: str | None) -> Path:
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
 @click.option("--device", default=None, help="torch device for the fast engine (default: cuda "
               "when present, else cpu).")
-@click.option("--persons", type=click.Choice(["merge", "first"]), default=None,
-              help="merge: run every person and add their class scores (default); first: "
-                   "person 0 only. Default from the manifest.")
+@click.option("--persons", type=click.Choice(["fold", "merge", "first"]), default=None,
+              help="fold: both bodies as input channels in one run (MK-SGN students); merge: "
+                   "run every body and add their class scores; first: body 0 only. Default: "
+                   "the manifest's input.persons, else fold when the encoders take 3*M channels.")
 @click.option("--timeout", type=float, default=None,
               help="Stop a Lava run that takes longer than this many seconds per sample.")
 def simulate(net_dir: Path, data: Path, split: str, samples: int | None, engine: str,
@@ -157,7 +158,7 @@ def simulate(net_dir: Path, data: Path, split: str, samples: int | None, engine:
     if not modalities:
         _fail(f"{net_path}: the network has no encoders, so it takes no skeleton input")
     window = int(inp.get("window") or net.meta.get("window") or _infer_window(net))
-    persons = persons or inp.get("persons", "merge")
+    persons = persons or inp.get("persons") or _default_persons(net)
     prepared = _prepared_dir(data, inp.get("benchmark"))
     try:
         ds = SkeletonDataset(prepared, split, window=window, modalities=modalities, train=False)
@@ -174,6 +175,11 @@ def simulate(net_dir: Path, data: Path, split: str, samples: int | None, engine:
 
     def batch(lo, hi):
         xs = np.stack([ds.sample(i) for i in range(lo, hi)])           # (B, K, 3, T, V, M)
+        if persons == "fold":
+            # bodies into channels, channel c * M + m (the student's input layout, net.meta)
+            b, k, c, t, v, m = xs.shape
+            xf = xs.transpose(0, 1, 2, 5, 3, 4).reshape(b, k, c * m, t, v)
+            return xs, {mod: xf[:, i] for i, mod in enumerate(modalities)}, 1
         if persons == "first":
             xs = xs[..., :1]
         m = xs.shape[-1]
@@ -294,6 +300,12 @@ def _load_student(net_dir: Path, console):
         return model
     except Exception as e:  # noqa: BLE001 - a broken checkpoint must not stop the simulation
         return f"could not load {path.name}: {type(e).__name__}: {e}"
+
+
+def _default_persons(net) -> str:
+    """'fold' when the encoders take all bodies as channels (3 * M), else one run per body."""
+    folded = any(e.weight.shape[1] > 3 for e in net.encoders)
+    return "fold" if folded else "merge"
 
 
 def _compare(student, xs: np.ndarray, preds: np.ndarray, agree: dict) -> None:

@@ -245,7 +245,7 @@ def plot(report: EnergyReport, path: Path) -> None:
     bars = [(f"student on {n}", report.student_total_pj[n], "tab:blue") for n in names]
     bars += [(f"teacher on {n}", v, "tab:red") for n, v in report.teacher_total_pj.items()]
     fig, (ax, bx) = plt.subplots(
-        2, 1, figsize=(max(8.0, 0.3 * len(layers) * max(1, len(names)) ** 0.5 + 3), 8.5),
+        2, 1, figsize=(min(20.0, max(8.0, 0.12 * len(layers) * len(names) + 3)), 8.5),
         gridspec_kw={"height_ratios": [3, max(1.2, 0.25 * len(bars))]})
     width = 0.8 / max(1, len(names))
     x = np.arange(len(layers))

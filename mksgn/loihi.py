@@ -38,6 +38,9 @@ NETX_BIAS_EXP = 6                  # netx loads biases with bias_exp = 6 (lava/l
 # --- synapses (lava/proc/dense/models.py, lava/lib/dl/netx/utils.py) -------------------------
 WEIGHT_BITS = 8                    # 8-bit weight mantissa
 WEIGHT_MIN, WEIGHT_MAX = -256, 254 # netx's "standard 8 bit signed weight" range (step 2 when mixed sign)
+# The shared weight exponent: a 4-bit signed field ("weightExponent" in Loihi's synapse format,
+# Davies et al., IEEE Micro 2018).
+WEIGHT_EXP_MIN, WEIGHT_EXP_MAX = -8, 7
 SYNAPTIC_DELAY = 1                 # every synapse group delivers one step after the spike
 MAX_AXON_DELAY = 62                # netx clamps per-synapse delays to 62 steps
 

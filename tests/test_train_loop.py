@@ -125,7 +125,7 @@ def test_ddp_two_processes_match_one(tmp_path, teacher_run):
     x, y = global_batch()
     for kind in ("teacher", "student"):
         obj, teacher = build_objective(kind, str(teacher_run))
-        for mode in ("train", "eval"):
+        for mode in ("eval", "train"):  # eval first: BN running stats still the initial ones
             obj.train(mode == "train")
             obj.zero_grad(set_to_none=True)
             shards = [(x[:4], y[:4]), (x[4:], y[4:])] if mode == "train" else [(x, y)]

@@ -152,7 +152,7 @@ def ddp_grad_worker(rank: int, world: int, init_file: str, out_dir: str, teacher
         for kind in ("teacher", "student"):
             obj, teacher = build_objective(kind, teacher_dir)
             net = wrap_distributed(obj, DistInfo(rank, world), torch.device("cpu"))
-            for mode in ("train", "eval"):
+            for mode in ("eval", "train"):  # eval first: BN running stats still the initial ones
                 net.train(mode == "train")
                 obj.zero_grad(set_to_none=True)
                 t_out = teacher(xs) if teacher is not None else None

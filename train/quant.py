@@ -36,9 +36,7 @@ __all__ = [
     "exact_float_math", "to_int",
 ]
 
-# The shared weight exponent's range: a 4-bit signed field (Loihi synapse format "weightExponent",
-# Davies et al., IEEE Micro 2018). Kept here until mksgn.loihi carries it.
-WEIGHT_EXP_MIN, WEIGHT_EXP_MAX = -8, 7
+WEIGHT_EXP_MIN, WEIGHT_EXP_MAX = loihi.WEIGHT_EXP_MIN, loihi.WEIGHT_EXP_MAX
 # Host-side encoder (SSC) weights: a 12-bit signed integer convolution run by the host before the
 # chip (the Encoder of mksgn.netgraph has int32 weights); 12 bits keeps 3x3x6 sums of int16 inputs
 # far inside float64's exact range and resolves the folded batch norm finely.
