@@ -76,7 +76,7 @@ def energy(ctx: click.Context, net_dir: Path | None, profile_names: tuple[str, .
     \b
     DIR is a `mksgn convert` output (model.net, manifest.json, teacher.onnx). Spikes come from
     --activity (a `mksgn simulate` output) or are measured now on --samples test samples of
-    --data with the fast engine. Per layer: synaptic operations = spikes x exact fan-out,
+    --data with the fast engine (kept in OUT/activity/). Per layer: synaptic operations = spikes x exact fan-out,
     neuron updates, spike deliveries, encoder MACs; priced on each --profile. The teacher's MACs
     come from DIR/teacher.onnx (or --teacher-macs). Prints the tables and the reduction, writes
     OUT/energy.json, energy.csv and energy.png. Profiles: hw_profiles/README.md.
