@@ -91,8 +91,9 @@ def _print_summary(r: prep.PrepareReport) -> None:
     from rich.console import Console
     from rich.table import Table
     con = Console()
-    table = Table(title=f"{r.dataset}: {r.samples_kept} of {r.files_found} files kept, "
-                        f"{r.num_classes} classes, T_max {r.t_max}  ({r.seconds:.1f} s)")
+    con.print(f"[bold]{r.dataset}[/bold]: {r.samples_kept} of {r.files_found} files kept, "
+              f"{r.num_classes} classes, T_max {r.t_max} ({r.seconds:.1f} s)")
+    table = Table()
     table.add_column("benchmark")
     table.add_column("train", justify="right")
     table.add_column("test", justify="right")

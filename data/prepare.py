@@ -219,19 +219,40 @@ def _benchmarks(dataset: str) -> tuple[str, ...]:
     return ucla.BENCHMARKS[dataset] if dataset == "ucla" else ntu.BENCHMARKS[dataset]
 
 
-def _write_split(d: Path, split: str, store: np.ndarray, rows: list[int], t_max: int,
+class _RowStore:
+    """Fixed-size padded rows (C, max_frames, V, M) float32 in a scratch file, by positional I/O.
+
+    Plain pread/pwrite instead of a memmap keeps the main process's resident memory flat: the
+    rows live in the page cache, which the kernel can drop, not in this process's mappings.
+    """
+
+    def __init__(self, path: Path, n: int, max_frames: int, num_joints: int):
+        self.shape = (_CHANNELS, max_frames, num_joints, _PERSONS)
+        self.row_bytes = int(np.prod(self.shape)) * 4
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.ftruncate(self.fd, n * self.row_bytes)
+
+    def put(self, i: int, x: np.ndarray) -> None:
+        row = np.zeros(self.shape, np.float32)
+        row[:, : x.shape[1]] = x
+        os.pwrite(self.fd, row.tobytes(), i * self.row_bytes)
+
+    def get(self, i: int, t_max: int) -> np.ndarray:
+        buf = os.pread(self.fd, self.row_bytes, i * self.row_bytes)
+        return np.frombuffer(buf, np.float32).reshape(self.shape)[:, :t_max]
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def _write_split(d: Path, split: str, store: _RowStore, rows: list[int], t_max: int,
                  labels: np.ndarray, names: list[str], frames: np.ndarray) -> None:
-    n = len(rows)
-    shape = (n, _CHANNELS, t_max, store.shape[3], _PERSONS)
-    if n == 0:
-        np.save(d / f"{split}_data.npy", np.zeros(shape, np.float32))
-    else:
-        arr = np.lib.format.open_memmap(d / f"{split}_data.npy", mode="w+", dtype=np.float32, shape=shape)
-        for k in range(0, n, 256):  # chunked copy keeps memory flat
-            chunk = rows[k:k + 256]
-            arr[k:k + len(chunk)] = store[chunk, :, :t_max]
-        arr.flush()
-        del arr
+    shape = (len(rows), _CHANNELS, t_max, store.shape[2], _PERSONS)
+    with open(d / f"{split}_data.npy", "wb") as fh:  # .npy header, then rows streamed in order
+        np.lib.format.write_array_header_1_0(fh, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
+                                                  "fortran_order": False, "shape": shape})
+        for r in rows:
+            fh.write(np.ascontiguousarray(store.get(r, t_max)).tobytes())
     np.save(d / f"{split}_label.npy", labels[rows].astype(np.int64))
     meta = {"names": [names[r] for r in rows], "num_frames": [int(frames[r]) for r in rows]}
     (d / f"{split}_meta.json").write_text(json.dumps(meta))
@@ -270,12 +291,11 @@ def prepare(cfg: PrepareConfig, on_start: Callable[[int], None] | None = None,
         on_start(len(cands))
     tmp_root = cfg.out / f".prepare-tmp-{os.getpid()}"
     notes: dict[str, int] = {}
+    store = None
     try:
         tmp_root.mkdir()
         n = len(cands)
-        store = np.lib.format.open_memmap(
-            tmp_root / "samples.npy", mode="w+", dtype=np.float32,
-            shape=(max(n, 1), _CHANNELS, cfg.max_frames, layout.num_joints, _PERSONS))
+        store = _RowStore(tmp_root / "samples.bin", n, cfg.max_frames, layout.num_joints)
         frames = np.zeros(max(n, 1), np.int64)
         ok = np.zeros(max(n, 1), bool)
 
@@ -284,7 +304,7 @@ def prepare(cfg: PrepareConfig, on_start: Callable[[int], None] | None = None,
                 skipped.append(r)
                 return
             x, sample_notes = r
-            store[i, :, : x.shape[1]] = x
+            store.put(i, x)
             frames[i] = x.shape[1]
             ok[i] = True
             for s in sample_notes:
@@ -315,7 +335,8 @@ def prepare(cfg: PrepareConfig, on_start: Callable[[int], None] | None = None,
                     "num_persons": _PERSONS, "channels": _CHANNELS, "t_max": t_max,
                     "max_frames": cfg.max_frames, "counts": counts[bench]}
             (d / "info.json").write_text(json.dumps(info, indent=1))  # written last: marks complete
-        del store
+        store.close()
+        store = None
         for bench in _benchmarks(cfg.dataset):
             _swap_in(tmp_root / bench, cfg.out / bench)
         skipped.sort(key=lambda s: s.path)
@@ -324,6 +345,8 @@ def prepare(cfg: PrepareConfig, on_start: Callable[[int], None] | None = None,
         atomic_write_text(cfg.out / "prepare_report.json", report.to_json())
         return report
     finally:
+        if store is not None:
+            store.close()
         shutil.rmtree(tmp_root, ignore_errors=True)
 
 

@@ -16,7 +16,6 @@ both parities all occur. Everything is a pure function of the seed.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import yaml
 
 from . import ntu, ucla
 from .layouts import UCLA20_FROM_NTU25
@@ -569,7 +569,7 @@ def _write_batch(cfg: SynthConfig, out: str, specs: list[SampleSpec]) -> int:
 def generate(cfg: SynthConfig, out: Path, workers: int | None = None,
              on_start: Callable[[int], None] | None = None,
              on_progress: Callable[[int], None] | None = None) -> list[SampleSpec]:
-    """Write every sample under ``out`` (``nturgb+d_skeletons/`` or ``all_sqe/``) and ``synth_info.json``."""
+    """Write every sample under ``out`` (``nturgb+d_skeletons/`` or ``all_sqe/``) and ``synth_info.yaml``."""
     out = Path(out)
     specs = sample_specs(cfg)
     sample_path(out, cfg, "x").parent.mkdir(parents=True, exist_ok=True)
@@ -592,7 +592,8 @@ def generate(cfg: SynthConfig, out: Path, workers: int | None = None,
                 raise
     info = {"generator": "mksgn.data.synth", "config": asdict(cfg), "class_names": class_names(cfg.classes),
             "num_samples": len(specs)}
-    tmp = out / f".synth_info.json.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(info, indent=1))
-    os.replace(tmp, out / "synth_info.json")
+    # YAML, not json: a .json beside UCLA samples would be taken for a (badly named) sample
+    tmp = out / f".synth_info.yaml.tmp-{os.getpid()}"
+    tmp.write_text(yaml.safe_dump(info, sort_keys=False))
+    os.replace(tmp, out / "synth_info.yaml")
     return specs

@@ -139,3 +139,19 @@ def test_ddp_two_processes_match_one(tmp_path, teacher_run):
             for n, g in ref.items():
                 assert torch.equal(g0[key][n], g1[key][n]), f"{key} {n}: ranks disagree"
                 assert torch.allclose(g0[key][n], g, rtol=1e-5, atol=1e-7), f"{key} {n}"
+
+
+@pytest.mark.xfail(strict=True, reason="data/dataset.py: SkeletonDataset counts draws per sample "
+                   "across epochs (_draws is not reset by set_epoch), so a resumed process draws "
+                   "different augmentations; remove this mark when set_epoch resets the count")
+def test_resume_exact_with_the_real_dataset(tmp_path):
+    from train_fakes import write_prepared
+    torch.set_num_threads(1)
+    write_prepared(tmp_path / "prep")
+    cfg = tiny_teacher_config()
+    cfg.optim.epochs = 2
+    cfg.data.prepared = str(tmp_path / "prep")
+    full = train(cfg, tmp_path / "a", progress=False)
+    train(cfg, tmp_path / "b", progress=False, stop_after=1)
+    resumed = train(cfg, tmp_path / "b", progress=False, resume=True)
+    assert _stable(resumed.metrics) == _stable(full.metrics)

@@ -81,6 +81,7 @@ def test_trains_one_step():
     assert model.streams[0].layers[0].gcn.alpha.grad.abs().sum() > 0   # topology refinement learns
 
 
+@pytest.mark.slow
 def test_onnx_export_matches_torch(tmp_path):
     onnx = pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
@@ -95,12 +96,19 @@ def test_onnx_export_matches_torch(tmp_path):
         def forward(self, x):
             return self.m(x).logits
 
+    with torch.no_grad():                   # realistic BN statistics: a few training batches
+        model.train()
+        for _ in range(3):
+            model(torch.randn(8, 2, 3, 8, 20, 2))
+    wrapper = Logits(model).eval()          # (the exporter restores the wrapper's mode after)
     x = torch.randn(2, 2, 3, 8, 20, 2)
+    with torch.no_grad():
+        ref = wrapper(x).numpy()
     path = tmp_path / "teacher.onnx"
-    torch.onnx.export(Logits(model), (x,), str(path), opset_version=17, dynamo=False,
+    torch.onnx.export(wrapper, (x,), str(path), opset_version=17, dynamo=False,
                       input_names=["x"], output_names=["logits"],
                       dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}})
     onnx.checker.check_model(onnx.load(str(path)))
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = sess.run(None, {"x": x.numpy()})[0]
-    np.testing.assert_allclose(got, model(x).logits.detach().numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())

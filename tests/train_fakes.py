@@ -163,3 +163,23 @@ def ddp_grad_worker(rank: int, world: int, init_file: str, out_dir: str, teacher
         torch.save(result, f"{out_dir}/grads{rank}.pt")
     finally:
         dist.destroy_process_group()
+
+
+def write_prepared(root, n_train: int = 16, n_test: int = 8, num_classes: int = 4,
+                   frames: int = 12, layout: str = "ucla20") -> "Path":
+    """A tiny benchmark directory in the data stage's prepared format (root/xsub/...)."""
+    import json
+    from pathlib import Path
+    d = Path(root) / "xsub"
+    d.mkdir(parents=True, exist_ok=True)
+    v = get_layout(layout).num_joints
+    for split, n, seed in (("train", n_train, 0), ("test", n_test, 1)):
+        ds = FakeSkeletons(n, num_classes, frames, 1, layout, train=False, data_seed=seed)
+        np.save(d / f"{split}_data.npy", ds.x[:, 0])                  # (N, 3, T, V, 2)
+        np.save(d / f"{split}_label.npy", ds.y)
+        (d / f"{split}_meta.json").write_text(json.dumps(
+            {"names": [f"s{i}" for i in range(n)], "num_frames": [frames] * n}))
+    (d / "info.json").write_text(json.dumps(
+        {"dataset": "fake", "benchmark": "xsub", "layout": layout, "num_classes": num_classes,
+         "t_max": frames, "num_joints": v}))
+    return d

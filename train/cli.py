@@ -214,7 +214,8 @@ def summary(source: Path, num_classes: int | None, layout_name: str | None, as_j
     from rich.table import Table
     table = Table(title="model summary (MACs per sample, batch 1)")
     for col in ("kind", "source", "input (N,K,C,T,V,M)", "params", "MACs", "neurons"):
-        table.add_column(col, justify="right" if col in ("params", "MACs", "neurons") else "left")
+        table.add_column(col, justify="right" if col in ("params", "MACs", "neurons") else "left",
+                         overflow="fold", no_wrap=col != "source")
     for r in out:
         table.add_row(r["kind"], r["source"], "x".join(map(str, r["input"])), f"{r['params']:,}",
                       f"{r['macs']:,}", "" if r["neurons"] is None else f"{r['neurons']:,}")

@@ -14,7 +14,10 @@ MK-SGN (arXiv 2404.10210) distils inner-layer features through a Feature Transla
   stages. The FTM is trained jointly with the student and thrown away afterwards: it is not part
   of the deployed network.
 - Soft labels: Hinton's ``T^2 KL(softmax(z_t / T) || softmax(z_s / T))`` (batch mean); ``T^2``
-  keeps its gradient scale independent of ``T``.
+  keeps its gradient scale independent of ``T``. ``z_t`` is the *mean* of the teacher's stream
+  logits (its ``logits`` are their sum): the same ranking, but a K-stream sum is K times sharper
+  than one network's scores: with the sum (K = 4, T = 4) the soft term was ~10x the cross
+  entropy on synthetic data (26 vs 2.6 in the first epoch), with the mean ~2x.
 - The teacher is frozen: eval mode (BN running statistics), no gradients, its forward under
   ``torch.no_grad``.
 """
@@ -86,9 +89,10 @@ class Distiller(nn.Module):
     """
 
     def __init__(self, kd: KDConfig, student_shapes: list[tuple[int, int]],
-                 teacher_shapes: list[tuple[int, int]]):
+                 teacher_shapes: list[tuple[int, int]], teacher_streams: int = 1):
         super().__init__()
         self.kd = kd
+        self.teacher_streams = int(teacher_streams)   # soft labels use logits / streams
         self.ftm = nn.ModuleList()
         if kd.use_ftm:
             for si, ti in kd.stages:
@@ -114,7 +118,7 @@ class Distiller(nn.Module):
             finally:
                 model.train(was)
             shapes.append([(f.shape[1], f.shape[2]) for f in out.features])
-        return cls(kd, shapes[0], shapes[1])
+        return cls(kd, shapes[0], shapes[1], len(getattr(teacher, "streams", ())) or 1)
 
     def translate(self, student_features: list[torch.Tensor]) -> list[torch.Tensor]:
         return [ftm(student_features[si]) for ftm, (si, _) in zip(self.ftm, self.kd.stages)]
@@ -129,7 +133,7 @@ class Distiller(nn.Module):
         total = kd.w_ce * ce
         parts = {"ce": float(ce.detach())}
         if kd.use_soft:
-            soft = soft_label_loss(s.logits, t.logits, kd.temperature)
+            soft = soft_label_loss(s.logits, t.logits / self.teacher_streams, kd.temperature)
             total = total + kd.w_soft * soft
             parts["soft"] = float(soft.detach())
         if kd.use_ftm:

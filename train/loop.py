@@ -44,9 +44,6 @@ __all__ = ["DistInfo", "init_distributed", "resolve_device", "make_datasets", "O
            "wrap_distributed", "evaluate", "train", "mean_firing_rate", "spike_totals",
            "TrainResult"]
 
-METRIC_KEYS_STABLE = ("epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc")
-
-
 # ------------------------------------------------------------------------------------------------
 # processes and devices
 
@@ -311,6 +308,7 @@ def train(cfg: RunConfig, out: str | Path | None, *, resume: bool = False,
         resumable run. datasets: (train, test) instead of the config's prepared data (tests).
     """
     info, device = init_distributed(cfg.device)
+    custom_log = log is not None
     log = log or (lambda s: print(s, file=sys.stderr))
     say = log if info.is_main else (lambda s: None)
     out = Path(out) if out is not None else None
@@ -371,7 +369,10 @@ def train(cfg: RunConfig, out: str | Path | None, *, resume: bool = False,
     base = {"kind": cfg.kind, "config": to_dict(cfg), "num_classes": num_classes,
             "layout": layout.name, "teacher": cfg.teacher}
 
-    with _progress(progress and info.is_main and sys.stderr.isatty()) as bar:
+    show = progress and info.is_main and sys.stderr.isatty()
+    with _progress(show) as bar:
+        if show and not custom_log:   # print above the live bar, not through it
+            say = lambda s: bar.console.print(s, markup=False, highlight=False)  # noqa: E731
         for epoch in range(start, end):
             t0 = time.perf_counter()
             _set_epoch(train_ds, sampler, epoch)

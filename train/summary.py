@@ -40,14 +40,15 @@ def count_params(model: nn.Module, trainable_only: bool = True) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-@torch.no_grad()
 def count_macs(model: nn.Module, x: torch.Tensor) -> int:
     """MACs of ``model(x)`` (eval mode) as counted by ``FlopCounterMode`` / 2."""
     from torch.utils.flop_counter import FlopCounterMode
     was = model.training
     model.eval()
     try:
-        with FlopCounterMode(display=False) as counter:
+        # with grad enabled: FlopCounterMode's module tracker hooks parameters passed as
+        # arguments (the teacher's alpha), which fails under no_grad (torch 2.x)
+        with torch.enable_grad(), FlopCounterMode(display=False) as counter:
             model(x)
     finally:
         model.train(was)

@@ -259,7 +259,7 @@ class Teacher(nn.Module):
 
     def forward(self, x: torch.Tensor) -> ModelOutput:
         k = len(self.cfg.modalities)
-        if x.dim() != 6 or x.shape[1] != k:
+        if not torch.jit.is_tracing() and (x.dim() != 6 or x.shape[1] != k):
             raise ValueError(f"x must be (N, {k}, 3, T, V, M), got {tuple(x.shape)}")
         logits, feats, aux = None, None, {}
         for i, (m, stream) in enumerate(zip(self.cfg.modalities, self.streams)):

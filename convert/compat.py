@@ -1,0 +1,262 @@
+"""Hardware-compatibility report: what of a converted network Loihi-class chips run, and at what cost.
+
+Every node of a ``netgraph.Network`` gets one verdict:
+
+- ``native``: the chip's own parts do it as is. CUBA neuron groups (the readout too: a neuron
+  that never spikes, its voltage read by the host), dense and conv synapse groups (a conv is
+  stored as its per-position synapses), several synapse groups summing into one group (residual
+  and fusion sums: dendritic accumulation adds every incoming synapse), and delays up to the
+  axonal-delay limit (``loihi.MAX_AXON_DELAY``) that align branches of different depth.
+- ``workaround``: expressible with the chip's parts at a price we state. A ``graph`` synapse
+  (graph convolution over joints) has no hardware primitive: it is expanded to the per-frame
+  channel x joint matrix (``w[o, i, v, u]`` as a (C_out V) x (C_in V) matrix, the same at each of
+  the T frames, block diagonal over frames); we count its synapses as nonzeros x T. Delays above
+  the axonal limit need chains of relay neurons.
+- ``host``: runs on the host CPU. Encoders (the SSC's real-valued input convolution, whose result
+  is written as per-neuron bias every sample) and ``source`` groups (input spikes from outside).
+- ``unsupported``: no mapping to synapses and CUBA neurons. Spiking joint attention
+  ``q (k^T x)`` multiplies spikes of three groups within one step; a synapse only scales one
+  presynaptic spike by a stored weight. (Loihi 2's programmable neurons and graded spikes could
+  compute products, at extra layers of latency that change the timing; the deploy stage runs it
+  as a custom Lava process on the host side of the simulation.) ``attention: static`` in the
+  student config folds attention into the graph weight instead.
+
+Resources: neurons of every neuron group; synapses as above (dense: nonzero weights; conv:
+nonzero taps x the output positions each tap reaches inside the input; graph: nonzeros x T);
+cores ``ceil(neurons / per-core)`` per group, for Loihi (``loihi.LOIHI_NEURONS_PER_CORE``) and
+Loihi 2 (``loihi.LOIHI2_NEURONS_PER_CORE``), against one Loihi 2 chip
+(``loihi.LOIHI2_CORES_PER_CHIP`` cores, ``loihi.LOIHI2_NEURONS_PER_CHIP`` neurons). Synaptic
+memory per core is not modelled (``mksgn.loihi`` holds no figure for it).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from mksgn import loihi
+from mksgn.netgraph import Network, NeuronGroup, Synapse
+
+__all__ = ["Support", "NodeReport", "Resources", "CompatReport", "synapse_count", "fan_in_max",
+           "conv_out_shape", "compat_report", "print_report"]
+
+Support = Literal["native", "workaround", "host", "unsupported"]
+SUPPORT_ORDER = ("native", "workaround", "host", "unsupported")
+
+
+@dataclass
+class NodeReport:
+    """One node of the network. kind: encoder | neurons | readout | source | dense | conv |
+    graph | attention. synapses: synapses the node needs on chip (0 for neurons/host/attention);
+    neurons: neurons it needs (groups only); detail: one sentence saying how or why not."""
+    name: str
+    kind: str
+    support: Support
+    neurons: int = 0
+    synapses: int = 0
+    detail: str = ""
+
+
+@dataclass
+class Resources:
+    """Chip resources of the whole network (every count is for one sample, one network copy)."""
+    neuron_groups: int
+    neurons: int
+    synapses: int
+    loihi_cores: int            # sum over groups of ceil(neurons / LOIHI_NEURONS_PER_CORE)
+    loihi2_cores: int           # sum over groups of ceil(neurons / LOIHI2_NEURONS_PER_CORE)
+    loihi2_chip_cores: int
+    loihi2_chip_neurons: int
+    loihi2_chips: int           # chips needed by cores and by neurons
+    fits_one_loihi2: bool
+
+
+@dataclass
+class CompatReport:
+    """The report: per-node verdicts, resources, and whether stock netx loads the file."""
+    nodes: list[NodeReport]
+    resources: Resources
+    stock_netx: bool = False
+    stock_netx_note: str = ""
+    summary: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CompatReport":
+        return cls(nodes=[NodeReport(**n) for n in d["nodes"]],
+                   resources=Resources(**d["resources"]), stock_netx=bool(d["stock_netx"]),
+                   stock_netx_note=str(d["stock_netx_note"]), summary=dict(d["summary"]))
+
+
+# ---------------------------------------------------------------------------------------------
+def conv_out_shape(syn: Synapse, src_shape: tuple[int, ...]) -> tuple[int, int]:
+    """(T_out, V_out) of a conv synapse on a (C, T, V) source."""
+    kt, kv = np.asarray(syn.weight).shape[2:]
+    out = []
+    for k, n in ((kt, src_shape[1]), (kv, src_shape[2])):
+        ax = len(out)
+        out.append((n + 2 * syn.padding[ax] - syn.dilation[ax] * (k - 1) - 1) // syn.stride[ax] + 1)
+    return out[0], out[1]
+
+
+def _valid_positions(n_in: int, n_out: int, k: int, stride: int, pad: int, dil: int) -> np.ndarray:
+    """For each kernel tap, how many output positions read an input inside [0, n_in)."""
+    pos = np.arange(n_out)[:, None] * stride - pad + np.arange(k)[None, :] * dil
+    return ((pos >= 0) & (pos < n_in)).sum(0)
+
+
+def synapse_count(syn: Synapse, src: NeuronGroup, dst: NeuronGroup) -> int:
+    """Synapses a synapse group needs on chip (see the module docstring)."""
+    w = np.asarray(syn.weight)
+    if syn.kind == "dense":
+        return int(np.count_nonzero(w))
+    if syn.kind == "graph":
+        return int(np.count_nonzero(w)) * int(dst.shape[1])
+    t_out, v_out = conv_out_shape(syn, src.shape)
+    kt, kv = w.shape[2:]
+    taps = np.count_nonzero(w, axis=(0, 1))                       # (k_t, k_v)
+    vt = _valid_positions(src.shape[1], t_out, kt, syn.stride[0], syn.padding[0], syn.dilation[0])
+    vv = _valid_positions(src.shape[2], v_out, kv, syn.stride[1], syn.padding[1], syn.dilation[1])
+    return int((taps * vt[:, None] * vv[None, :]).sum())
+
+
+def fan_in_max(syn: Synapse) -> int:
+    """Largest number of this synapse group's synapses onto one destination neuron (interior
+    positions for conv)."""
+    w = np.asarray(syn.weight)
+    if syn.kind == "dense":
+        return int(np.count_nonzero(w, axis=1).max()) if w.size else 0
+    if syn.kind == "graph":                       # a row is (o, v)
+        return int(np.count_nonzero(w, axis=(1, 3)).max()) if w.size else 0
+    return int(np.count_nonzero(w.reshape(w.shape[0], -1), axis=1).max()) if w.size else 0
+
+
+def _delay_note(syn: Synapse) -> tuple[Support, str]:
+    d = int(np.max(syn.delay)) if np.size(syn.delay) else 0
+    if d == 0:
+        return "native", ""
+    if d <= loihi.MAX_AXON_DELAY:
+        return "native", f"; delay {d} step(s) aligns it with the other inputs of {syn.dst}"
+    return "workaround", (f"; delay {d} exceeds the {loihi.MAX_AXON_DELAY}-step axonal limit: "
+                          f"needs {math.ceil(d / loihi.MAX_AXON_DELAY) - 1} relay neuron layer(s)")
+
+
+def compat_report(net: Network, stock_netx: bool = False, stock_netx_note: str = "") -> CompatReport:
+    """Classify every node of ``net`` and total its chip resources."""
+    nodes: list[NodeReport] = []
+    groups = {g.name: g for g in net.groups}
+    for e in net.encoders:
+        w = np.asarray(e.weight)
+        nodes.append(NodeReport(
+            e.name, "encoder", "host",
+            detail=f"{e.modality}: real-valued {w.shape[2]}x{w.shape[3]} conv of the input "
+                   f"({w.shape[1]} -> {w.shape[0]} channels) on the host; written as the bias "
+                   f"of {e.dst} each sample"))
+    incoming = {g.name: net.incoming(g.name) for g in net.groups}
+    att_into = {g.name: [a for a in net.attentions if a.dst == g.name] for g in net.groups}
+    for g in net.groups:
+        n = g.size
+        if g.source:
+            nodes.append(NodeReport(g.name, "source", "host",
+                                    detail=f"{n} input spike channels sent by the host"))
+            continue
+        p = g.params
+        kind = "readout" if (g.readout or g.name == net.readout) else "neurons"
+        sums = len(incoming[g.name]) + len(att_into[g.name])
+        detail = (f"CUBA iDecay {p.i_decay}, vDecay {p.v_decay}, vThMant {p.vth_mant}")
+        if kind == "readout":
+            detail += "; never spikes, its voltage is read as the class scores"
+        if sums > 1:
+            detail += (f"; sums {sums} inputs ({', '.join(s.name for s in incoming[g.name])}"
+                       f"{', ' if att_into[g.name] else ''}"
+                       f"{', '.join(a.name for a in att_into[g.name])})")
+        nodes.append(NodeReport(g.name, kind, "native", neurons=n, detail=detail))
+    for s in net.synapses:
+        src, dst = groups[s.src], groups[s.dst]
+        count = synapse_count(s, src, dst)
+        support, note = _delay_note(s)
+        w = np.asarray(s.weight)
+        exp = f"8-bit weights x 2**{s.weight_exp}"
+        if s.kind == "dense":
+            detail = f"dense {w.shape[1]} -> {w.shape[0]}, {exp}"
+        elif s.kind == "conv":
+            detail = (f"conv {w.shape[2]}x{w.shape[3]} stride {tuple(s.stride)}, {w.shape[1]} -> "
+                      f"{w.shape[0]} channels, {exp}, stored per position")
+        else:
+            o, i, v, u = w.shape
+            t = dst.shape[1]
+            nnz = int(np.count_nonzero(w))
+            support = "workaround" if support == "native" else support
+            detail = (f"graph conv over {u} joints: expanded to a ({o}x{v}) x ({i}x{u}) "
+                      f"channel x joint matrix ({nnz} nonzeros of {w.size}) repeated for {t} "
+                      f"frames (block diagonal over frames), {exp}")
+        nodes.append(NodeReport(s.name, s.kind, support, synapses=count, detail=detail + note))
+    for a in net.attentions:
+        q, x = groups[a.q], groups[a.x]
+        c_qk, t, v = q.shape
+        mult = 2 * c_qk * x.shape[0] * t * v
+        nodes.append(NodeReport(
+            a.name, "attention", "unsupported",
+            detail=f"q (k^T x) multiplies spikes of {a.q}, {a.k}, {a.x} in one step ({mult} "
+                   f"products per step); synapses only scale single spikes. Runs as a custom "
+                   f"process in Lava simulation; use attention: static to fold it into the graph "
+                   f"weight"))
+    neuron_groups = [g for g in net.groups if not g.source]
+    neurons = sum(g.size for g in neuron_groups)
+    synapses = sum(nd.synapses for nd in nodes)
+    c1 = sum(math.ceil(g.size / loihi.LOIHI_NEURONS_PER_CORE) for g in neuron_groups)
+    c2 = sum(math.ceil(g.size / loihi.LOIHI2_NEURONS_PER_CORE) for g in neuron_groups)
+    chips = max(math.ceil(c2 / loihi.LOIHI2_CORES_PER_CHIP),
+                math.ceil(neurons / loihi.LOIHI2_NEURONS_PER_CHIP), 1)
+    res = Resources(neuron_groups=len(neuron_groups), neurons=neurons, synapses=synapses,
+                    loihi_cores=c1, loihi2_cores=c2,
+                    loihi2_chip_cores=loihi.LOIHI2_CORES_PER_CHIP,
+                    loihi2_chip_neurons=loihi.LOIHI2_NEURONS_PER_CHIP, loihi2_chips=chips,
+                    fits_one_loihi2=chips == 1)
+    summary = {k: sum(nd.support == k for nd in nodes) for k in SUPPORT_ORDER}
+    return CompatReport(nodes=nodes, resources=res, stock_netx=stock_netx,
+                        stock_netx_note=stock_netx_note, summary=summary)
+
+
+# ---------------------------------------------------------------------------------------------
+_STYLE = {"native": "green", "workaround": "yellow", "host": "cyan", "unsupported": "red"}
+
+
+def print_report(rep: CompatReport, console=None) -> None:
+    """Print the report with rich: one row per node, then the resources against one Loihi 2."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    t = Table(title="Loihi compatibility", title_justify="left")
+    for col, kw in (("node", {}), ("kind", {}), ("support", {}),
+                    ("neurons", {"justify": "right"}), ("synapses", {"justify": "right"}),
+                    ("how / why", {"overflow": "fold", "ratio": 1})):
+        t.add_column(col, **kw)
+    for nd in rep.nodes:
+        t.add_row(nd.name, nd.kind, f"[{_STYLE[nd.support]}]{nd.support}[/]",
+                  f"{nd.neurons:,}" if nd.neurons else "", f"{nd.synapses:,}" if nd.synapses else "",
+                  nd.detail)
+    console.print(t)
+    r = rep.resources
+    u = Table(title="Chip resources (one sample)", title_justify="left")
+    u.add_column("resource")
+    u.add_column("needed", justify="right")
+    u.add_column("one Loihi 2 chip", justify="right")
+    u.add_row("neurons", f"{r.neurons:,}", f"{r.loihi2_chip_neurons:,}")
+    u.add_row("synapses", f"{r.synapses:,}", "not modelled")
+    u.add_row(f"Loihi 2 cores ({loihi.LOIHI2_NEURONS_PER_CORE:,} neurons each)",
+              f"{r.loihi2_cores:,}", f"{r.loihi2_chip_cores:,}")
+    u.add_row(f"Loihi cores ({loihi.LOIHI_NEURONS_PER_CORE:,} neurons each)",
+              f"{r.loihi_cores:,}", "")
+    console.print(u)
+    verdict = ("[green]fits one Loihi 2 chip[/]" if r.fits_one_loihi2
+               else f"[red]needs {r.loihi2_chips} Loihi 2 chips[/]")
+    counts = ", ".join(f"{rep.summary.get(k, 0)} {k}" for k in SUPPORT_ORDER)
+    console.print(f"nodes: {counts}; {verdict}")
+    console.print(("stock netx: loads /layer" if rep.stock_netx else "stock netx: no /layer "
+                   "section") + (f" ({rep.stock_netx_note})" if rep.stock_netx_note else ""))
