@@ -97,12 +97,12 @@ def main() -> None:
     print()
     print(f"KD ablation on synthetic data ({n_classes} classes, chance {1 / n_classes:.3f}), "
           f"seed {args.seed}, student {args.epochs} epochs, total {time.perf_counter() - t_start:.0f} s")
-    head = f"{'model':<22}{'best acc':>10}{'last acc':>10}{'params':>10}{'firing rate':>13}{'time s':>8}"
+    head = f"{'model':<28}{'best acc':>10}{'last acc':>10}{'params':>10}{'firing rate':>13}{'time s':>8}"
     print(head)
     print("-" * len(head))
-    print(f"{'teacher (4 streams)':<22}{t_acc:>10.4f}{t_last:>10.4f}{t_params:>10,}{'-':>13}{'-':>8}")
+    print(f"{'teacher (4 streams)':<28}{t_acc:>10.4f}{t_last:>10.4f}{t_params:>10,}{'-':>13}{'-':>8}")
     for name, best, last, params, rate, secs in rows:
-        print(f"{'student, ' + name:<22.22}{best:>10.4f}{last:>10.4f}{params:>10,}{rate:>13.4f}{secs:>8.0f}")
+        print(f"{'student, ' + name:<28}{best:>10.4f}{last:>10.4f}{params:>10,}{rate:>13.4f}{secs:>8.0f}")
     base = rows[0][1]
     print("accuracy gain over no KD (best acc): " + ", ".join(
         f"{name} {best - base:+.4f}" for name, best, *_ in rows[1:]))

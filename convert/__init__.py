@@ -1,1 +1,1 @@
-"""mksgn.convert: trained student -> Loihi fixed-point network file (.net), ONNX, compatibility report."""
+"""mksgn.convert: trained student -> Loihi network file (.net), ONNX, compatibility report."""

@@ -1,4 +1,4 @@
-"""Hardware-compatibility report: what of a converted network Loihi-class chips run, and at what cost.
+"""Hardware-compatibility report: what of a converted network Loihi-class chips run, at what cost.
 
 Every node of a ``netgraph.Network`` gets one verdict:
 
@@ -50,13 +50,15 @@ SUPPORT_ORDER = ("native", "workaround", "host", "unsupported")
 class NodeReport:
     """One node of the network. kind: encoder | neurons | readout | source | dense | conv |
     graph | attention. synapses: synapses the node needs on chip (0 for neurons/host/attention);
-    neurons: neurons it needs (groups only); detail: one sentence saying how or why not."""
+    neurons: neurons it needs (groups only); detail: one sentence saying how or why not; note:
+    the same in a few words."""
     name: str
     kind: str
     support: Support
     neurons: int = 0
     synapses: int = 0
     detail: str = ""
+    note: str = ""              # a few words for the terminal table
 
 
 @dataclass
@@ -145,7 +147,8 @@ def _delay_note(syn: Synapse) -> tuple[Support, str]:
                           f"needs {math.ceil(d / loihi.MAX_AXON_DELAY) - 1} relay neuron layer(s)")
 
 
-def compat_report(net: Network, stock_netx: bool = False, stock_netx_note: str = "") -> CompatReport:
+def compat_report(net: Network, stock_netx: bool = False,
+                  stock_netx_note: str = "") -> CompatReport:
     """Classify every node of ``net`` and total its chip resources."""
     nodes: list[NodeReport] = []
     groups = {g.name: g for g in net.groups}
@@ -155,14 +158,16 @@ def compat_report(net: Network, stock_netx: bool = False, stock_netx_note: str =
             e.name, "encoder", "host",
             detail=f"{e.modality}: real-valued {w.shape[2]}x{w.shape[3]} conv of the input "
                    f"({w.shape[1]} -> {w.shape[0]} channels) on the host; written as the bias "
-                   f"of {e.dst} each sample"))
+                   f"of {e.dst} each sample",
+            note=f"{w.shape[2]}x{w.shape[3]} conv -> bias of {e.dst}"))
     incoming = {g.name: net.incoming(g.name) for g in net.groups}
     att_into = {g.name: [a for a in net.attentions if a.dst == g.name] for g in net.groups}
     for g in net.groups:
         n = g.size
         if g.source:
             nodes.append(NodeReport(g.name, "source", "host",
-                                    detail=f"{n} input spike channels sent by the host"))
+                                    detail=f"{n} input spike channels sent by the host",
+                                    note="input spikes from the host"))
             continue
         p = g.params
         kind = "readout" if (g.readout or g.name == net.readout) else "neurons"
@@ -174,7 +179,10 @@ def compat_report(net: Network, stock_netx: bool = False, stock_netx_note: str =
             detail += (f"; sums {sums} inputs ({', '.join(s.name for s in incoming[g.name])}"
                        f"{', ' if att_into[g.name] else ''}"
                        f"{', '.join(a.name for a in att_into[g.name])})")
-        nodes.append(NodeReport(g.name, kind, "native", neurons=n, detail=detail))
+        note = "CUBA, never spikes (scores)" if kind == "readout" else "CUBA"
+        if sums > 1:
+            note += f", sums {sums} inputs"
+        nodes.append(NodeReport(g.name, kind, "native", neurons=n, detail=detail, note=note))
     for s in net.synapses:
         src, dst = groups[s.src], groups[s.dst]
         count = synapse_count(s, src, dst)
@@ -183,9 +191,11 @@ def compat_report(net: Network, stock_netx: bool = False, stock_netx_note: str =
         exp = f"8-bit weights x 2**{s.weight_exp}"
         if s.kind == "dense":
             detail = f"dense {w.shape[1]} -> {w.shape[0]}, {exp}"
+            short = f"{w.shape[1]} -> {w.shape[0]}"
         elif s.kind == "conv":
             detail = (f"conv {w.shape[2]}x{w.shape[3]} stride {tuple(s.stride)}, {w.shape[1]} -> "
                       f"{w.shape[0]} channels, {exp}, stored per position")
+            short = f"{w.shape[2]}x{w.shape[3]}, {w.shape[1]} -> {w.shape[0]} ch"
         else:
             o, i, v, u = w.shape
             t = dst.shape[1]
@@ -194,7 +204,12 @@ def compat_report(net: Network, stock_netx: bool = False, stock_netx_note: str =
             detail = (f"graph conv over {u} joints: expanded to a ({o}x{v}) x ({i}x{u}) "
                       f"channel x joint matrix ({nnz} nonzeros of {w.size}) repeated for {t} "
                       f"frames (block diagonal over frames), {exp}")
-        nodes.append(NodeReport(s.name, s.kind, support, synapses=count, detail=detail + note))
+            short = f"({o}*{v})x({i}*{u}) matrix x {t} frames"
+        d = int(np.max(s.delay)) if np.size(s.delay) else 0
+        if d:
+            short += f", delay {d}"
+        nodes.append(NodeReport(s.name, s.kind, support, synapses=count, detail=detail + note,
+                                note=short))
     for a in net.attentions:
         q, x = groups[a.q], groups[a.x]
         c_qk, t, v = q.shape
@@ -204,7 +219,8 @@ def compat_report(net: Network, stock_netx: bool = False, stock_netx_note: str =
             detail=f"q (k^T x) multiplies spikes of {a.q}, {a.k}, {a.x} in one step ({mult} "
                    f"products per step); synapses only scale single spikes. Runs as a custom "
                    f"process in Lava simulation; use attention: static to fold it into the graph "
-                   f"weight"))
+                   f"weight",
+            note="products of spikes: no synapse form"))
     neuron_groups = [g for g in net.groups if not g.source]
     neurons = sum(g.size for g in neuron_groups)
     synapses = sum(nd.synapses for nd in nodes)
@@ -235,12 +251,13 @@ def print_report(rep: CompatReport, console=None) -> None:
     t = Table(title="Loihi compatibility", title_justify="left")
     for col, kw in (("node", {}), ("kind", {}), ("support", {}),
                     ("neurons", {"justify": "right"}), ("synapses", {"justify": "right"}),
-                    ("how / why", {"overflow": "fold", "ratio": 1})):
+                    ("how / why (details: compat.json)", {"overflow": "fold"})):
         t.add_column(col, **kw)
     for nd in rep.nodes:
         t.add_row(nd.name, nd.kind, f"[{_STYLE[nd.support]}]{nd.support}[/]",
-                  f"{nd.neurons:,}" if nd.neurons else "", f"{nd.synapses:,}" if nd.synapses else "",
-                  nd.detail)
+                  f"{nd.neurons:,}" if nd.neurons else "",
+                  f"{nd.synapses:,}" if nd.synapses else "",
+                  nd.note)
     console.print(t)
     r = rep.resources
     u = Table(title="Chip resources (one sample)", title_justify="left")

@@ -70,25 +70,36 @@ def load(path: str | Path, kind: str) -> tuple[nn.Module, dict]:
     except FileNotFoundError as e:
         raise ConvertError(str(e)) from None
     try:
-        raw = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable file is the same user error
-        raise ConvertError(f"{file}: not a readable checkpoint "
-                           f"({type(e).__name__}: {_first_line(e)})") from None
-    if not isinstance(raw, dict) or not {"kind", "config", "model"} <= set(raw):
-        raise ConvertError(f"{file}: not an mksgn checkpoint (no kind/config/model entries)")
-    if raw["kind"] != kind:
-        hint = ("give the student's run (mksgn train student)" if kind == "student"
-                else "give the teacher's run (mksgn train teacher)")
-        raise ConvertError(f"{file}: a {raw['kind']!r} checkpoint where a {kind} is needed; {hint}")
-    try:
         model, info = ck.load_model(file)
-    except Exception as e:  # noqa: BLE001
-        raise ConvertError(f"{file}: cannot rebuild the {kind} from this checkpoint "
-                           f"({type(e).__name__}: {_first_line(e)})") from None
+    except Exception as e:  # noqa: BLE001 - diagnose below, one line for the user
+        raise ConvertError(_diagnose(file, kind, e)) from None
+    if info["kind"] != kind:
+        raise ConvertError(_wrong_kind(file, info["kind"], kind))
     model.eval()
     info = dict(info)
     info["file"] = file
     return model, info
+
+
+def _wrong_kind(file: Path, got, kind: str) -> str:
+    hint = ("give the student's run (mksgn train student)" if kind == "student"
+            else "give the teacher's run (mksgn train teacher)")
+    return f"{file}: a {got!r} checkpoint where a {kind} is needed; {hint}"
+
+
+def _diagnose(file: Path, kind: str, err: BaseException) -> str:
+    """Why ``load_model`` failed on ``file``, in one line (the file is read once more only on
+    this error path)."""
+    try:
+        raw = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is the same user error
+        return f"{file}: not a readable checkpoint ({type(e).__name__}: {_first_line(e)})"
+    if not isinstance(raw, dict) or not {"kind", "config", "model"} <= set(raw):
+        return f"{file}: not an mksgn checkpoint (no kind/config/model entries)"
+    if raw["kind"] != kind:
+        return _wrong_kind(file, raw["kind"], kind)
+    return (f"{file}: cannot rebuild the {kind} from this checkpoint "
+            f"({type(err).__name__}: {_first_line(err)})")
 
 
 def _first_line(e: BaseException) -> str:

@@ -82,7 +82,10 @@ class SkeletonDataset(Dataset):
         return self._layout.num_joints
 
     def set_epoch(self, epoch: int) -> None:
+        # The n-th draw of a sample is counted within an epoch, so a resumed run (a new process)
+        # draws the same augmentations as an unbroken one.
         self.epoch = int(epoch)
+        self._draws.clear()
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "train": "mksgn.train.cli:train",
     "evaluate": "mksgn.train.cli:evaluate",
     "summary": "mksgn.train.cli:summary",
+    "convert": "mksgn.convert.cli:convert",
 }
 
 

@@ -141,9 +141,6 @@ def test_ddp_two_processes_match_one(tmp_path, teacher_run):
                 assert torch.allclose(g0[key][n], g, rtol=1e-5, atol=1e-7), f"{key} {n}"
 
 
-@pytest.mark.xfail(strict=True, reason="data/dataset.py: SkeletonDataset counts draws per sample "
-                   "across epochs (_draws is not reset by set_epoch), so a resumed process draws "
-                   "different augmentations; remove this mark when set_epoch resets the count")
 def test_resume_exact_with_the_real_dataset(tmp_path):
     from train_fakes import write_prepared
     torch.set_num_threads(1)
