@@ -43,9 +43,13 @@ def convert(checkpoint: Path, out: Path, teacher: Path | None, force: bool) -> N
     except ConvertError as e:
         raise click.ClickException(str(e)) from None
     print_report(res.report, console)
+    if res.network.meta.get("config", {}).get("chain") and not res.report.stock_netx:
+        console.print(f"[yellow]warning:[/] a chain student, but no stock-netx /layer section: "
+                      f"{res.report.stock_netx_note}")
     man = res.manifest
     worst = man.totals.get("quant_rel_l2_max")
     console.print(f"quantisation error (relative L2, worst layer): "
                   f"{worst:.2e}" if worst is not None else "quantisation error: not available")
     total = sum(res.seconds.values())
-    console.print(f"[bold]wrote[/] {res.out}/ ({', '.join(sorted(man.files))}) in {total:.1f} s")
+    files = sorted(p.name for p in res.out.iterdir())
+    console.print(f"[bold]wrote[/] {res.out}/ ({', '.join(files)}) in {total:.1f} s")

@@ -223,6 +223,7 @@ def test_chain_student_with_nonzero_exponents_says_why_no_netx(tmp_path):
     path = student_checkpoint(tmp_path / "c.pt", chain_student_config())
     res = _invoke(path, "--out", tmp_path / "o")
     assert res.exit_code == 0, res.output
+    assert "warning: a chain student, but no stock-netx /layer section" in res.output
     man = json.loads((tmp_path / "o" / "manifest.json").read_text())
     assert man["netx"]["stock_netx"] is False
     assert "weight exponent" in man["netx"]["note"]
