@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "mksgn.train.cli:evaluate",
     "summary": "mksgn.train.cli:summary",
     "convert": "mksgn.convert.cli:convert",
+    "demo": "mksgn.demo:demo",
 }
 
 
