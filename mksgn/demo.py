@@ -32,11 +32,13 @@ class DemoPlan:
     frames: int = 40
     window: int = 24
     teacher_epochs: int = 10
-    student_epochs: int = 10
+    student_epochs: int = 16
     lava_samples: int = 2
     profiles: tuple[str, ...] = ("loihi", "loihi2", "cmos45nm_fp32", "cmos45nm_int8")
     teacher_set: tuple[str, ...] = ("model.base_channels=8",)
-    student_set: tuple[str, ...] = ("model.stem_channels=8", "model.channels=[8,8,16,16,16,16]")
+    # Small enough that Lava runs a sample in about a minute (about 150k neurons).
+    student_set: tuple[str, ...] = ("model.stem_channels=8", "model.channels=[12,12,16,16,16,16]",
+                                    "optim.lr=0.02")
 
     @classmethod
     def quick(cls) -> "DemoPlan":
