@@ -166,10 +166,13 @@ def convert_model(model: torch.nn.Module, info: dict, out: Path,
     student_io.check_modules(model)
     student_io.check_neuron_params(model)
     net, floats, sources = student_io.export_with_float(model)
-    student_io.check_ranges(net, floats, sources)
+    # a student trained with one fixed weight exponent (StudentConfig.weight_exp) clamps its
+    # mantissas instead of choosing exponents: the checks below re-quantise the same way
+    fixed_exp = getattr(getattr(model, "cfg", None), "weight_exp", None)
+    student_io.check_ranges(net, floats, sources, fixed_exp)
     not_requant = [n for n, fw in floats.items() if n in {s.name for s in net.synapses}
                    and not student_io.requantize_matches(
-                       next(s for s in net.synapses if s.name == n), fw)]
+                       next(s for s in net.synapses if s.name == n), fw, fixed_exp)]
     if not_requant:
         raise ConvertError(f"convert: {not_requant[0]} ({sources.get(not_requant[0], '?')}): its "
                            f"float weights do not re-quantise to the exported ones")

@@ -162,7 +162,7 @@ def _float_of(mod: nn.Module, obj, args: tuple, kwargs: dict) -> FloatWeight | N
         elif isinstance(mod, GraphSynapse):
             w = mod.real_weight()
         elif isinstance(mod, PooledReadout):
-            w = torch.repeat_interleave(mod.W / mod.positions, mod.positions, dim=1)
+            w = torch.repeat_interleave(mod.real_weight(), mod.positions, dim=1)
         elif isinstance(mod, SkeletonSpikingCoding):
             w, b = mod.folded(None)
             return FloatWeight("", (w.double() * scale).cpu().numpy(),
@@ -225,20 +225,26 @@ def export_with_float(model: nn.Module) -> tuple[Network, dict[str, FloatWeight]
 
 
 # ---------------------------------------------------------------------------------------------
-def requantize_matches(syn: Synapse, fw: FloatWeight) -> bool:
-    """Whether the training-time quantiser, run on the float weights, gives the exported ones."""
+def requantize_matches(syn: Synapse, fw: FloatWeight, exp: int | None = None) -> bool:
+    """Whether the training-time quantiser, run on the float weights, gives the exported ones.
+
+    exp: the student's fixed weight exponent (``StudentConfig.weight_exp``), None when the
+    quantiser chooses one per group."""
     from mksgn.train import quant
     w_real = torch.from_numpy(fw.weight / float(loihi.STATE_SCALE))
-    m, e = quant.quantize_weight(w_real)
+    m, e = quant.quantize_weight(w_real, exp)
     return e == syn.weight_exp and np.array_equal(m.numpy().astype(np.int64),
                                                   np.asarray(syn.weight, dtype=np.int64))
 
 
-def check_ranges(net: Network, floats: dict[str, FloatWeight], sources: dict[str, str]) -> None:
+def check_ranges(net: Network, floats: dict[str, FloatWeight], sources: dict[str, str],
+                 fixed_exp: int | None = None) -> None:
     """Refuse values that do not fit Loihi's formats, naming the layer and the value.
 
     - a synapse whose float weights exceed what 8-bit mantissas with the largest exponent hold
-      (the quantiser would have clipped them): ``|w_a - m 2**e| > 2**e``;
+      (the quantiser would have clipped them): ``|w_a - m 2**e| > 2**e``. With a fixed exponent
+      (``fixed_exp``, the student's ``weight_exp``) clamping to the 8-bit mantissa range is the
+      trained behaviour, so weights are compared with their clamped values there;
     - exported mantissas outside [WEIGHT_MIN, WEIGHT_MAX], exponents outside the 4-bit range;
     - static bias mantissas beyond 13-bit signed; thresholds beyond 17-bit unsigned; decays
       beyond 12 bits;
@@ -259,7 +265,11 @@ def check_ranges(net: Network, floats: dict[str, FloatWeight], sources: dict[str
         fw = floats.get(s.name)
         if fw is not None and fw.weight.size:
             eff = w.astype(np.float64) * 2.0 ** s.weight_exp
-            err = np.abs(fw.weight - eff)
+            ref = fw.weight
+            if fixed_exp is not None and s.weight_exp == fixed_exp:
+                ref = np.clip(ref, loihi.WEIGHT_MIN * 2.0 ** fixed_exp,
+                              loihi.WEIGHT_MAX * 2.0 ** fixed_exp)
+            err = np.abs(ref - eff)
             i = int(np.argmax(err))
             if err.flat[i] > 2.0 ** s.weight_exp * (1 + 1e-6):
                 big = float(fw.weight.flat[i])

@@ -41,13 +41,12 @@ class LazyGroup(click.Group):
         return super().get_command(ctx, name)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        # Short help without importing every stage: read the first docstring line lazily only
-        # when asked for full help; listing names keeps `mksgn --help` instant.
+        # The whole first sentence of each verb's help; write_dl wraps it to the terminal.
         rows = []
         for name in self.list_commands(ctx):
             cmd = self.get_command(ctx, name)
             if cmd is not None and not cmd.hidden:
-                rows.append((name, cmd.get_short_help_str(limit=70)))
+                rows.append((name, cmd.get_short_help_str(limit=200)))
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)

@@ -13,7 +13,9 @@ group, so ``64 w ~= m * 2**e``.
 Mantissas are even, in ``[loihi.WEIGHT_MIN, loihi.WEIGHT_MAX]`` = [-256, 254]: lava's mixed-sign
 8-bit synapse drops the lowest bit (``lava/utils/weightutils.py: truncate_weights``), which is also
 slayer's ``quantize_8bit`` (step 2 / 64, clamp to [-256, 254] / 64). The exponent is the smallest
-one that makes the largest weight fit, within ``[WEIGHT_EXP_MIN, WEIGHT_EXP_MAX]``.
+one that makes the largest weight fit, within ``[WEIGHT_EXP_MIN, WEIGHT_EXP_MAX]``, unless the
+caller fixes it (``quantize_weight(w, exp=...)``: what stock netx needs, whose conv layers have no
+exponent); then mantissas that do not fit are clamped.
 
 Straight-through estimators (Bengio et al. 2013): ``round``/``floor``/``clamp`` act in the forward
 pass and pass the gradient unchanged, so the forward is the chip's arithmetic and the backward that
@@ -104,14 +106,22 @@ def weight_exponent(max_abs_a: float) -> int:
     return int(min(max(e, WEIGHT_EXP_MIN), WEIGHT_EXP_MAX))
 
 
-def quantize_weight(w_real: torch.Tensor) -> tuple[torch.Tensor, int]:
+def quantize_weight(w_real: torch.Tensor, exp: int | None = None) -> tuple[torch.Tensor, int]:
     """Quantise one synapse group's real weights to (mantissa, shared exponent).
 
     Returns ``m`` (same shape, float tensor holding even integers in [-256, 254], gradient of
     ``64 w / 2**e`` by STE) and the int exponent ``e``, so that ``64 w ~= m * 2**e``.
+    exp: None chooses ``e`` from the weights' range (``weight_exponent``); an int in
+    ``[WEIGHT_EXP_MIN, WEIGHT_EXP_MAX]`` fixes it, and mantissas outside the 8-bit range clamp
+    (straight-through, like the rounding).
     """
     w_a = w_real * float(loihi.STATE_SCALE)
-    e = weight_exponent(float(w_a.detach().abs().max()) if w_a.numel() else 0.0)
+    if exp is None:
+        e = weight_exponent(float(w_a.detach().abs().max()) if w_a.numel() else 0.0)
+    else:
+        e = int(exp)
+        if not WEIGHT_EXP_MIN <= e <= WEIGHT_EXP_MAX:
+            raise ValueError(f"weight exponent {e} outside [{WEIGHT_EXP_MIN}, {WEIGHT_EXP_MAX}]")
     m = round_ste(w_a * 2.0 ** -e / 2.0) * 2.0
     return clamp_ste(m, loihi.WEIGHT_MIN, loihi.WEIGHT_MAX), e
 

@@ -252,12 +252,15 @@ class ConvSynapse(nn.Module):
     """A ``conv`` synapse group: 2-D convolution over (T, V) at every step, 8-bit weights.
 
     weight: real (C_out, C_in, k_t, k_v). ``delay`` is set by the owner once depths are known.
+    weight_exp: the group's weight exponent; None chooses it from the weights' range
+    (``quant.quantize_weight``).
     """
 
     def __init__(self, c_in: int, c_out: int, kernel: tuple[int, int] = (1, 1),
                  stride: tuple[int, int] = (1, 1), padding: tuple[int, int] = (0, 0),
-                 gain: float = 1.0):
+                 gain: float = 1.0, weight_exp: int | None = None):
         super().__init__()
+        self.weight_exp = weight_exp
         self.kernel, self.stride, self.padding = tuple(kernel), tuple(stride), tuple(padding)
         self.weight = nn.Parameter(torch.empty(c_out, c_in, *kernel))
         fan_in = c_in * kernel[0] * kernel[1]
@@ -268,7 +271,7 @@ class ConvSynapse(nn.Module):
         return self.weight if scale is None else self.weight * scale
 
     def quantized(self, scale: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
-        return quant.quantize_weight(self.real_weight(scale))
+        return quant.quantize_weight(self.real_weight(scale), self.weight_exp)
 
     def forward(self, src: Spikes, scale: torch.Tensor | None = None) -> torch.Tensor:
         """src (N, C_in, T, V, L) -> a (N, C_out, T', V', L) a-units, src's step indexing."""
@@ -297,12 +300,15 @@ class GraphSynapse(nn.Module):
     Real weight ``w[o, i, v, u] = sum_k W[k, o, i] * (A[k] + B[k])[u, v]`` with A the layout's
     partitions (3, V, V) (plus, with ``static_attention``, a global all-to-all partition ``1/V``),
     B learned adjacency offsets (zero at init, 2s-AGCN's "B"), W learned channel mixing. The whole
-    (C_out, C_in, V, V) tensor is quantised with one exponent.
+    (C_out, C_in, V, V) tensor is quantised with one exponent (``weight_exp``; None: chosen from
+    the weights' range).
     """
 
     def __init__(self, c_in: int, c_out: int, partitions: np.ndarray,
-                 static_attention: bool = False, gain: float = 1.0):
+                 static_attention: bool = False, gain: float = 1.0,
+                 weight_exp: int | None = None):
         super().__init__()
+        self.weight_exp = weight_exp
         a = np.asarray(partitions, dtype=np.float32)
         v = a.shape[-1]
         if static_attention:
@@ -318,7 +324,7 @@ class GraphSynapse(nn.Module):
         return torch.einsum("koi,kuv->oivu", self.W, self.A + self.B)
 
     def quantized(self) -> tuple[torch.Tensor, int]:
-        return quant.quantize_weight(self.real_weight())
+        return quant.quantize_weight(self.real_weight(), self.weight_exp)
 
     def forward(self, src: Spikes) -> torch.Tensor:
         m, e = self.quantized()
@@ -365,23 +371,43 @@ class SpikingJointAttention(nn.Module):
 
 
 class PooledReadout(nn.Module):
-    """Global average pooling + linear classifier as one ``dense`` synapse into the readout group.
+    """Global pooling + linear classifier as one ``dense`` synapse into the readout group.
 
     Every source neuron (c, t, v) connects to class o with the same mantissa ``m[o, c]``, so the
     step's input is ``a[o] = (sum_c m[o, c] * count_c) << e`` with ``count_c`` the channel's spikes
-    in the step (average pooling up to the constant ``T V``, folded into the weight scale). The
-    real weight is ``W / (T V)`` so that ``W`` acts on firing rates.
+    in the step. The real weight of one spike is ``W / pool``:
+
+    - ``weight_exp=None`` (exponent chosen from the range): average pooling, ``pool = T V``, so
+      ``W`` acts on firing rates; ``W ~ N(0, 1/C)``.
+    - a fixed ``weight_exp = e`` (stock netx: e = 0): **sum pooling**, ``pool = 1``, ``W`` is the
+      real weight of one spike. Averaging would put ``W / (T V)`` below the finest weight the
+      exponent can hold (one mantissa step, ``2**(e+1) / 64`` real; 1/32 at e = 0) and round it
+      to 0. The logits keep their definition (``v / LOGIT_SCALE``: the summed readout input over
+      the S steps), so they are ``T V`` times those of the averaging readout with the same ``W``
+      (the chip cannot scale them down: a CUBA neuron only integrates, and netx cannot shift a
+      dense sum right). ``W ~ N(0, step**2)`` with ``step = 2**(e+1) / 64``: mantissas of about
+      +/-2 a-units at init, the smallest non-zero logits, still ~60 % non-zero; and with ``W`` in
+      real per-spike units an optimiser step of ~1e-2 moves a mantissa by ~1/3 of a step.
     """
 
-    def __init__(self, c_in: int, num_classes: int, frames: int, joints: int):
+    def __init__(self, c_in: int, num_classes: int, frames: int, joints: int,
+                 weight_exp: int | None = None):
         super().__init__()
         self.positions = frames * joints
+        self.weight_exp = weight_exp
+        self.pool = self.positions if weight_exp is None else 1
         self.W = nn.Parameter(torch.empty(num_classes, c_in))
-        nn.init.normal_(self.W, 0.0, 1.0 / c_in ** 0.5)
+        std = 1.0 / c_in ** 0.5 if weight_exp is None else \
+            2.0 ** (weight_exp + 1) / loihi.STATE_SCALE
+        nn.init.normal_(self.W, 0.0, std)
         self.delay = 0
 
+    def real_weight(self) -> torch.Tensor:
+        """(classes, C) real weight of one spike of channel c."""
+        return self.W / self.pool
+
     def quantized(self) -> tuple[torch.Tensor, int]:
-        return quant.quantize_weight(self.W / self.positions)
+        return quant.quantize_weight(self.real_weight(), self.weight_exp)
 
     def forward(self, src: Spikes) -> torch.Tensor:
         """src (N, C, T, V, L) -> a (N, classes, L) a-units (float64: sums can pass 2**24)."""

@@ -53,7 +53,11 @@ Mapping to the chip, and why:
   threshold; never spikes). ``logits = v_final / 4096`` (``LOGIT_SCALE``), i.e. the sum over the S
   steps of the readout's input in slayer units; the engine's ``scores`` are ``logits * 4096``.
 - ``chain=True``: one modality, no fusion, no residuals, no attention: a plain chain of layers
-  (netx-layout compatibility tests).
+  (netx-layout compatibility tests). ``chain_config()`` also fixes ``weight_exp = 0``: stock netx
+  conv layers have no weight exponent (and netx derives a dense layer's from its weights, never
+  shifting right), so only then does ``mksgn convert`` write the ``/layer`` section. With a fixed
+  exponent the readout sums instead of averaging (``spiking.PooledReadout``): its logits are
+  ``T V`` times those of an averaging readout with the same weights.
 - Distillation features: the [stc] spike rates of every block, (N, C_i, T_i, V), the mean over the
   S steps (differentiable through the surrogate); the distiller picks its stages.
 - Surrogate gradient: slayer's, with ``tau_grad = 0.01, scale_grad = 15`` (width one threshold,
@@ -121,6 +125,10 @@ class StudentConfig:
         steps, +/-8 m range); motion_frac_bits: the same for the motion modalities (14: 0.06 mm
         steps, +/-2 m per frame), whose values are ~100x smaller.
     weight_gain: init std multiplier (weights ~ gain / sqrt(fan_in), in thresholds).
+    weight_exp: None: every synapse group's weight exponent is chosen from its weights' range
+        (``quant.weight_exponent``); an int in [-8, 7]: every group uses that exponent, mantissas
+        clamp to the 8-bit range (0 for stock netx; ``chain_config`` sets it), and the readout
+        sum-pools (``spiking.PooledReadout``).
     aux_heads: per-modality auxiliary heads for ``mi_loss``.
     """
     modalities: tuple[str, ...] = ("joint", "bone", "joint_motion", "bone_motion")
@@ -148,6 +156,7 @@ class StudentConfig:
     motion_frac_bits: int = 14
     weight_gain: float = 2.0
     aux_heads: bool = True
+    weight_exp: int | None = None
 
     def __post_init__(self):
         for name in ("modalities", "channels", "strides", "ssc_kernel", "ssc_stride"):
@@ -164,6 +173,11 @@ class StudentConfig:
             raise ValueError("temporal_kernel must be odd")
         if self.time_steps < 1:
             raise ValueError("time_steps must be >= 1")
+        if self.weight_exp is not None and (
+                isinstance(self.weight_exp, bool) or not isinstance(self.weight_exp, int)
+                or not loihi.WEIGHT_EXP_MIN <= self.weight_exp <= loihi.WEIGHT_EXP_MAX):
+            raise ValueError(f"weight_exp must be None or an int in [{loihi.WEIGHT_EXP_MIN}, "
+                             f"{loihi.WEIGHT_EXP_MAX}], not {self.weight_exp!r}")
         vth = self.threshold * loihi.STATE_SCALE
         if abs(vth - round(vth)) > 1e-9:
             raise ValueError("threshold * 64 must be an integer (vThMant)")
@@ -191,9 +205,10 @@ class StudentConfig:
 
     @classmethod
     def chain_config(cls, **kw) -> "StudentConfig":
-        """One modality, no fusion, residuals or attention: a plain chain of layers."""
+        """One modality, no fusion, residuals or attention: a plain chain of layers, every weight
+        exponent 0 (what stock netx holds exactly)."""
         base = dict(modalities=("joint",), chain=True, residual=False, attention="none",
-                    aux_heads=False)
+                    aux_heads=False, weight_exp=0)
         base.update(kw)
         return cls.small(**base)
 
@@ -233,18 +248,19 @@ class SpikingBlock(nn.Module):
         super().__init__()
         self.name = name
         v = partitions.shape[-1]
-        g = cfg.weight_gain
+        g, we = cfg.weight_gain, cfg.weight_exp
         neuron = lambda: LoihiCuba(cfg.threshold, cfg.current_decay, cfg.voltage_decay,  # noqa
                                    cfg.tau_grad, cfg.scale_grad)
         self.mode = cfg.attention
         self.graph = GraphSynapse(c_in, c_out, partitions, static_attention=self.mode == "static",
-                                  gain=g)
+                                  gain=g, weight_exp=we)
         frames_out = _frames_after(frames_in, cfg.temporal_kernel, stride)
         self.groups: dict[str, _Group] = {}
         if self.mode == "spiking":
             c_qk = max(1, c_out // cfg.attn_ratio)
-            self.q, self.k = ConvSynapse(c_in, c_qk, gain=g), ConvSynapse(c_in, c_qk, gain=g)
-            self.x = ConvSynapse(c_in, c_out, gain=g)
+            self.q = ConvSynapse(c_in, c_qk, gain=g, weight_exp=we)
+            self.k = ConvSynapse(c_in, c_qk, gain=g, weight_exp=we)
+            self.x = ConvSynapse(c_in, c_out, gain=g, weight_exp=we)
             self.q_neuron, self.k_neuron, self.x_neuron = neuron(), neuron(), neuron()
             vth = int(cfg.threshold * loihi.STATE_SCALE)
             shift = cfg.attn_shift if cfg.attn_shift is not None else _auto_attn_shift(c_qk, v, vth)
@@ -257,8 +273,10 @@ class SpikingBlock(nn.Module):
         self.sgc_neuron = neuron()
         self.groups["sgc"] = _Group(f"{name}_sgc", d_sgc, (c_out, frames_in, v))
         kt = cfg.temporal_kernel
-        self.tcn = ConvSynapse(c_out, c_out, (kt, 1), (stride, 1), (kt // 2, 0), gain=g)
-        self.res = ConvSynapse(c_in, c_out, (1, 1), (stride, 1), gain=g) if cfg.residual else None
+        self.tcn = ConvSynapse(c_out, c_out, (kt, 1), (stride, 1), (kt // 2, 0), gain=g,
+                               weight_exp=we)
+        self.res = ConvSynapse(c_in, c_out, (1, 1), (stride, 1), gain=g, weight_exp=we) \
+            if cfg.residual else None
         self.stc_neuron = neuron()
         self.groups["stc"] = _Group(f"{name}_stc", d_sgc + 1, (c_out, frames_out, v))
         self.depth_in = depth_in
@@ -343,7 +361,8 @@ class Student(nn.Module):
         self.ssc_groups = {m: _Group(f"ssc_{m}", 0, (c0, t0, v)) for m in cfg.modalities}
         depth = 0
         if not cfg.chain:
-            self.smf = nn.ModuleDict({m: ConvSynapse(c0, c0, gain=cfg.weight_gain)
+            self.smf = nn.ModuleDict({m: ConvSynapse(c0, c0, gain=cfg.weight_gain,
+                                                     weight_exp=cfg.weight_exp)
                                       for m in cfg.modalities})
             self.smf_gate = nn.Parameter(torch.zeros(len(cfg.modalities)))
             self.smf_neuron = neuron()
@@ -357,7 +376,7 @@ class Student(nn.Module):
             blocks.append(blk)
             c, t, depth = co, blk.out.shape[1], blk.out.depth
         self.blocks = nn.ModuleList(blocks)
-        self.readout = PooledReadout(c, num_classes, t, v)
+        self.readout = PooledReadout(c, num_classes, t, v, weight_exp=cfg.weight_exp)
         self.readout_neuron = LoihiCuba.readout()
         self.readout_group = _Group("readout", depth + 1, (num_classes,))
         self.num_steps = cfg.time_steps + self.readout_group.depth
