@@ -15,7 +15,6 @@ written into a temporary directory beside DIR that replaces DIR only at the end)
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import os
 import shutil
@@ -27,6 +26,7 @@ import numpy as np
 import torch
 
 from mksgn import netgraph, netx_io
+from mksgn.files import sha256
 
 from . import compat, manifest as mf, netx_lower, onnx_export, student_io
 from .student_io import ConvertError
@@ -44,14 +44,6 @@ class ConvertResult:
     report: compat.CompatReport
     manifest: mf.Manifest
     seconds: dict[str, float]
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _check_out(out: Path, force: bool) -> None:

@@ -11,7 +11,7 @@ converter adds here:
 - ``export_with_float``: runs ``to_network`` once while recording which module exported which
   synapse / encoder (by wrapping each part's ``export`` for the duration of the call), so that
   every exported integer weight can be set beside the float weight it was quantised from. The
-  float weight is re-quantised with the training-time quantiser (``mksgn.train.quant``) and must
+  float weight is re-quantised with the training-time quantiser (``mksgn.quant``) and must
   reproduce the exported mantissas exactly: there is one quantiser, not a second implementation.
 """
 from __future__ import annotations
@@ -230,7 +230,7 @@ def requantize_matches(syn: Synapse, fw: FloatWeight, exp: int | None = None) ->
 
     exp: the student's fixed weight exponent (``StudentConfig.weight_exp``), None when the
     quantiser chooses one per group."""
-    from mksgn.train import quant
+    from mksgn import quant
     w_real = torch.from_numpy(fw.weight / float(loihi.STATE_SCALE))
     m, e = quant.quantize_weight(w_real, exp)
     return e == syn.weight_exp and np.array_equal(m.numpy().astype(np.int64),
@@ -293,7 +293,7 @@ def check_ranges(net: Network, floats: dict[str, FloatWeight], sources: dict[str
             if not 0 <= d <= loihi.DECAY_UNITY:
                 raise ConvertError(f"convert: {where(g.name)}: {key} {d} outside Loihi's "
                                    f"12-bit [0, {loihi.DECAY_UNITY}]")
-    from mksgn.train import quant
+    from mksgn import quant
     for e in net.encoders:
         fw = floats.get(e.name)
         if fw is None:

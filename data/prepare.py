@@ -26,6 +26,8 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from mksgn.files import atomic_write_text
+
 from . import ntu, ucla
 from .errors import SkeletonFileError, SkippedFile
 from .layouts import get_layout
@@ -90,14 +92,6 @@ class PrepareReport:
 
 
 # ----------------------------------------------------------------------------- file helpers
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a file via a temporary sibling and ``os.replace``."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def load_skip_list(path: Path) -> set[str]:

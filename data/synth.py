@@ -26,6 +26,8 @@ from typing import Callable
 import numpy as np
 import yaml
 
+from mksgn.files import atomic_write, atomic_write_text
+
 from . import ntu, ucla
 from .layouts import UCLA20_FROM_NTU25
 
@@ -556,13 +558,7 @@ def _write_batch(cfg: SynthConfig, out: str, specs: list[SampleSpec]) -> int:
     for spec in specs:
         text = sample_text(cfg, make_sample(cfg, spec))
         path = sample_path(Path(out), cfg, spec.name)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
-            with open(tmp, "w", newline="") as fh:
-                fh.write(text)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        atomic_write(path, lambda tmp, text=text: Path(tmp).write_text(text, newline=""))
     return len(specs)
 
 
@@ -593,7 +589,5 @@ def generate(cfg: SynthConfig, out: Path, workers: int | None = None,
     info = {"generator": "mksgn.data.synth", "config": asdict(cfg), "class_names": class_names(cfg.classes),
             "num_samples": len(specs)}
     # YAML, not json: a .json beside UCLA samples would be taken for a (badly named) sample
-    tmp = out / f".synth_info.yaml.tmp-{os.getpid()}"
-    tmp.write_text(yaml.safe_dump(info, sort_keys=False))
-    os.replace(tmp, out / "synth_info.yaml")
+    atomic_write_text(out / "synth_info.yaml", yaml.safe_dump(info, sort_keys=False))
     return specs

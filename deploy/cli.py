@@ -7,15 +7,14 @@ the default) or Lava's bit-accurate simulator (``--engine lava``), and writes
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import click
 import numpy as np
+
+from mksgn.files import atomic_write, sha256
 
 ACTIVITY_SCHEMA = "mksgn-activity/1"
 
@@ -56,25 +55,6 @@ class ActivityReport:
         d = json.loads(text)
         d["groups"] = {k: GroupActivity(**v) for k, v in d["groups"].items()}
         return cls(**d)
-
-
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _fail(msg: str):
@@ -257,13 +237,13 @@ def simulate(net_dir: Path, data: Path, split: str, samples: int | None, engine:
                             "compared": agree["compared"]}
     out = out or net_dir
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out / "activity.json", lambda t: Path(t).write_text(report.to_json()))
+    atomic_write(out / "activity.json", lambda t: Path(t).write_text(report.to_json()))
 
     def write_npz(t):
         with open(t, "wb") as f:
             np.savez(f, samples=np.int64(n), predictions=preds, labels=labels,
                      **{f"spikes/{g}": c for g, c in counts.items()})
-    _atomic_write(out / "activity.npz", write_npz)
+    atomic_write(out / "activity.npz", write_npz)
 
     table = Table(title=f"{net_path} on {split} ({n} samples, {engine} engine)")
     for col in ("group", "neurons", "spikes/sample", "firing rate"):
@@ -440,7 +420,7 @@ def run(net_file: Path, steps: int, input_path: Path | None, bias_path: Path | N
     def write(t):
         with open(t, "wb") as f:
             np.savez(f, **arrays)
-    _atomic_write(out, write)
+    atomic_write(out, write)
     total = int(arrays["spikes"].sum())
     click.echo(f"{net_file}: {steps} steps on {engine}; output layer {layers[-1]} "
                f"{tuple(arrays['spikes'].shape[:-1])} spiked {total} times; wrote {out}")

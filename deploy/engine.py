@@ -24,7 +24,6 @@ Public API (kept stable; the student author tests against it)::
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
@@ -33,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from mksgn import loihi
+from mksgn.quant import exact_float_math
 from mksgn.netgraph import Encoder, JointAttention, Network, NeuronGroup, Synapse
 
 _M = loihi.UV_MAX                      # 2**23
@@ -121,25 +121,12 @@ def encode(enc: Encoder, x: torch.Tensor) -> torch.Tensor:
     x_int = torch.round(x.double() * float(1 << enc.input_frac_bits)).clamp_(_INT16_LO, _INT16_HI)
     w = torch.as_tensor(np.asarray(enc.weight), dtype=torch.float64, device=x.device)
     b = torch.as_tensor(np.asarray(enc.bias), dtype=torch.float64, device=x.device)
-    with _exact_float_math():
+    with exact_float_math():
         acc = F.conv2d(x_int, w, b, stride=tuple(enc.stride), padding=tuple(enc.padding))
     acc = torch.round(acc).to(torch.int64)
     return (acc >> enc.shift if enc.shift >= 0 else acc << -enc.shift).clamp_(_BIAS_LO, _BIAS_HI)
 
 
-@contextlib.contextmanager
-def _exact_float_math():
-    """Turn TF32 off for the duration (TF32 would drop mantissa bits on Ampere+ GPUs)."""
-    if not torch.cuda.is_available():
-        yield
-        return
-    old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
 
 
 @dataclass
@@ -394,7 +381,7 @@ class Engine:
                                  f"(N, >={steps}, {', '.join(map(str, g.shape))})")
             cur_ext[name] = x
         readout = self.net.readout
-        with torch.no_grad(), _exact_float_math():
+        with torch.no_grad(), exact_float_math():
             for t in range(steps):
                 a_in = {}
                 for g in self.neurons:

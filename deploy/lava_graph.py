@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from mksgn import loihi
-from mksgn.netgraph import JointAttention, Network, NeuronGroup, Synapse
+from mksgn.netgraph import Network, NeuronGroup, Synapse
 
 from lava.magma.core.decorator import implements, requires, tag
 from lava.magma.core.model.py.model import PyLoihiProcessModel

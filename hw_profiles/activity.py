@@ -7,7 +7,6 @@ spike counts summed over all runs (int64, group shape) and ``samples``.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -15,18 +14,11 @@ import click
 import numpy as np
 
 from mksgn import netgraph
+from mksgn.files import sha256
 from mksgn.hw_profiles.energy import Activity
 
 SCHEMA = "mksgn-activity/1"
 FOREIGN = "activity report is from another network"
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_activity(act_dir: Path, net: netgraph.Network, net_path: Path) -> Activity:
@@ -48,7 +40,7 @@ def read_activity(act_dir: Path, net: netgraph.Network, net_path: Path) -> Activ
     for key in ("network_sha256", "samples", "num_steps"):
         if key not in meta:
             raise click.ClickException(f"{jpath}: {key}: missing field")
-    if meta["network_sha256"] != file_sha256(net_path):
+    if meta["network_sha256"] != sha256(net_path):
         raise click.ClickException(f"{jpath}: {FOREIGN} (network_sha256 differs from {net_path})")
     samples = int(meta["samples"])
     if samples <= 0:

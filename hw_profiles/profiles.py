@@ -9,7 +9,7 @@ user's. Every schema error is one line naming the file, the line and the field::
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 

@@ -7,12 +7,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mksgn import netgraph
+from mksgn.files import atomic_write
 from mksgn.hw_profiles.energy import Activity, count_student, layer_energy, needed_neurons_per_core
 from mksgn.hw_profiles.profiles import Profile
 from mksgn.hw_profiles.teacher import TeacherLayer, teacher_energy_pj
@@ -222,15 +221,6 @@ def to_csv(report: EnergyReport) -> str:
     return buf.getvalue()
 
 
-def _atomic(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def plot(report: EnergyReport, path: Path) -> None:
@@ -270,7 +260,7 @@ def plot(report: EnergyReport, path: Path) -> None:
     bx.set_title("total: student vs teacher", fontsize=9)
     bx.grid(axis="x", alpha=0.3)
     fig.tight_layout()
-    _atomic(path, lambda t: fig.savefig(t, format="png", dpi=110))
+    atomic_write(path, lambda t: fig.savefig(t, format="png", dpi=110))
     plt.close(fig)
 
 
@@ -278,7 +268,7 @@ def write_outputs(report: EnergyReport, out: Path) -> list[Path]:
     """REPORT_DIR/energy.json, energy.csv, energy.png, each written atomically."""
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / "energy.json", out / "energy.csv", out / "energy.png"]
-    _atomic(paths[0], lambda t: Path(t).write_text(report.to_json()))
-    _atomic(paths[1], lambda t: Path(t).write_text(to_csv(report)))
+    atomic_write(paths[0], lambda t: Path(t).write_text(report.to_json()))
+    atomic_write(paths[1], lambda t: Path(t).write_text(to_csv(report)))
     plot(report, paths[2])
     return paths

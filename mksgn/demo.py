@@ -10,15 +10,15 @@ finished stage in ``OUT/stages.json``; a re-run skips finished stages unless ``-
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import click
+
+from mksgn.files import atomic_write_json, atomic_write_text
 
 CONFIGS = Path(__file__).resolve().parent.parent / "train" / "configs"
 
@@ -69,11 +69,7 @@ class Summary:
     stage_seconds: dict = field(default_factory=dict)
 
 
-def _write_json(path: Path, obj) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(obj, fh, indent=2, default=str)
-    os.replace(tmp, path)
+_write_json = atomic_write_json
 
 
 def _invoke(args: list[str]) -> None:
@@ -244,10 +240,7 @@ def write_report(out: Path, s: Summary) -> Path:
     lines += ["## Stage times (s)", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in s.stage_seconds.items()]
     path = out / "report.md"
-    fd, tmp = tempfile.mkstemp(dir=out, suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write("\n".join(lines) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, "\n".join(lines) + "\n")
     return path
 
 

@@ -44,8 +44,6 @@ by ``weight_exp`` on its own, as Lava's ``DelayDense`` does.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -53,6 +51,7 @@ from typing import Literal
 import h5py
 import numpy as np
 
+from mksgn.files import atomic_write
 from mksgn.loihi import CubaParams
 
 FORMAT = "mksgn-net"
@@ -257,18 +256,13 @@ def read_graph(h5: h5py.File) -> Network:
 def save(net: Network, path: str | Path, extra_writer=None) -> None:
     """Write ``net`` to ``path`` atomically. ``extra_writer(h5)`` may add sections (netx layers)."""
     net.validate()
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
+
+    def write(tmp: str) -> None:
         with h5py.File(tmp, "w") as h5:
             if extra_writer is not None:
                 extra_writer(h5)
             write_graph(net, h5)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, write)
 
 
 def load(path: str | Path) -> Network:

@@ -20,7 +20,7 @@ from mksgn.cli import main
 from mksgn.convert.convert import convert
 from mksgn.convert.netx_lower import fold_array
 from mksgn.deploy import engine
-from mksgn.train import quant
+from mksgn import quant
 from mksgn.train.config import RunConfig, load_config, save_config
 from mksgn.train.spiking import ConvSynapse, GraphSynapse, PooledReadout
 from mksgn.train.student import LOGIT_SCALE, StudentConfig, fold_persons

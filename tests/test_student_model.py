@@ -9,7 +9,7 @@ import yaml
 
 from mksgn import loihi, netgraph
 from mksgn.data.layouts import get_layout
-from mksgn.train import quant
+from mksgn import quant
 from mksgn.train.common import ModelOutput
 from mksgn.train.student import LOGIT_SCALE, StudentConfig, build_student
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mksgn import loihi
-from mksgn.train import quant
+from mksgn import quant
 from mksgn.train.spiking import LoihiCuba, align, cuba_states
 
 lava_cuba = pytest.importorskip("lava.lib.dl.slayer.neuron.cuba")

@@ -14,7 +14,6 @@ dicts) and, for students trained with FTMs, ``distiller`` (the FTM state_dict).
 """
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -22,23 +21,18 @@ from typing import Any
 import numpy as np
 import torch
 
+from mksgn.files import atomic_write, atomic_write_text
+
 __all__ = ["save_atomic", "write_text_atomic", "load_checkpoint", "resolve", "load_model",
            "rng_state", "set_rng_state", "build_model"]
 
 
 def save_atomic(obj: Any, path: str | Path) -> None:
     """``torch.save`` to a temp file in the same directory, then ``os.replace`` (never half-written)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
-def write_text_atomic(path: str | Path, text: str) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+write_text_atomic = atomic_write_text
 
 
 def resolve(path: str | Path) -> Path:

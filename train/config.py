@@ -337,8 +337,5 @@ def _set_path(data: dict, dotted: str, value: Any) -> None:
 
 def save_config(cfg: RunConfig, path: str | Path) -> None:
     """Write ``cfg`` as YAML atomically (temp file + os.replace)."""
-    import os
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None))
-    os.replace(tmp, path)
+    from mksgn.files import atomic_write_text
+    atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None))

@@ -36,7 +36,7 @@ from lava.lib.dl.slayer.spike.spike import _spike_backward
 from mksgn import loihi
 from mksgn.netgraph import Encoder, JointAttention, NeuronGroup, Synapse
 
-from . import quant
+from mksgn import quant
 
 __all__ = [
     "Spikes", "align", "cuba_states", "LoihiCuba", "ConvSynapse", "GraphSynapse",

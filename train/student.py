@@ -31,7 +31,7 @@ Mapping to the chip, and why:
   layers learn their scale directly in their quantised weights.
 - Neurons: slayer CUBA (``train.spiking.LoihiCuba``) with the chip's integer update; synaptic
   weights quantisation-aware, 8-bit even mantissas with one exponent per synapse group
-  (``train.quant``); synaptic sums are exact integers (floor shifts, 24/32-bit wraps as Lava).
+  (``mksgn.quant``); synaptic sums are exact integers (floor shifts, 24/32-bit wraps as Lava).
 - Persons: the two bodies are folded into the input channels (``fold_persons``: channel
   ``c * 2 + m``), so one network run handles one sample.
 - SA-SGC: the graph synapse weight (C_out, C_in, V, V) is built from learned channel mixings times
@@ -92,7 +92,7 @@ from torch import nn
 from mksgn import loihi
 from mksgn.netgraph import Network
 
-from . import quant
+from mksgn import quant
 from .common import ModelOutput
 from .spiking import (ConvSynapse, GraphSynapse, LoihiCuba, PooledReadout, SkeletonSpikingCoding,
                       Spikes, SpikingJointAttention, align)
