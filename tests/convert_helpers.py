@@ -99,3 +99,32 @@ def sample(cfg, n: int = 2, seed: int = 1) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randn(n, len(cfg.modalities), 3, cfg.frames, get_layout(LAYOUT).num_joints, 2,
                        generator=g) * 0.5
+
+
+def stock_netx_matches_engine(net_file: Path, cfg: StudentConfig, seed: int = 5):
+    """Run ``net_file`` (a converted chain student) in our fast engine and, through stock
+    ``netx.hdf5.Network`` under ``Loihi2SimCfg(select_tag='fixed_pt')``, in Lava, on one sample
+    (only the input layer's bias, the host encoder's output, is set); assert every layer's spikes
+    at every step are identical. Returns (our network, engine result, Lava result)."""
+    import numpy as np
+
+    from mksgn import netgraph
+    from mksgn.convert.netx_lower import fold_array
+    from mksgn.deploy import engine, lava_graph
+    from mksgn.train.student import fold_persons
+
+    ours = netgraph.load(net_file)
+    x = fold_persons(sample(cfg, 1, seed=seed))[:, 0]
+    a = engine.run(ours, {"joint": x}, record=("s",))
+    bias = engine.encode(ours.encoders[0], x)[0].numpy()
+    lr = lava_graph.run_netx(net_file, ours.num_steps, input_bias=bias, record=("s", "v"))
+    total = 0
+    for m in ours.meta["netx"]["layers"]:
+        sa = a.spikes[m["group"]][0].numpy()
+        if m["layout"] == "folded":
+            sa = fold_array(sa)
+        sl = lr.spikes[f"layer{m['index']}"]
+        assert np.array_equal(sa, sl.reshape(sa.shape)), m["group"]
+        total += int(sa.sum())
+    assert total > 0
+    return ours, a, lr

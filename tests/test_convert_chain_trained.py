@@ -14,11 +14,10 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 
 from convert_helpers import (CLASSES, chain_student_config, make_student, sample, save_checkpoint,
-                             tiny_student_config)
+                             stock_netx_matches_engine, tiny_student_config)
 from mksgn import netgraph
 from mksgn.cli import main
 from mksgn.convert.convert import convert
-from mksgn.convert.netx_lower import fold_array
 from mksgn.deploy import engine
 from mksgn import quant
 from mksgn.train.config import RunConfig, load_config, save_config
@@ -162,28 +161,12 @@ def test_student_scores_equal_engine_on_converted_network(trained):
 @pytest.mark.lava
 def test_stock_netx_in_lava_is_spike_identical_to_engine(trained):
     netx = pytest.importorskip("lava.lib.dl.netx")
-    from mksgn.deploy import lava_graph
     cfg, _, _, _, _, out = trained
     ours = netgraph.load(out / "model.net")
     stock = netx.hdf5.Network(net_config=str(out / "model.net"))     # loads unchanged
     assert len(stock.layers) == len(ours.groups)
     assert tuple(stock.inp.shape) == tuple(ours.groups[0].shape[::-1])
-    x = fold_persons(sample(cfg, 1, seed=5))[:, 0]
-    a = engine.run(ours, {"joint": x}, record=("s",))
-    bias = engine.encode(ours.encoders[0], x)[0].numpy()
-    # run_netx builds netx.hdf5.Network from the file under Loihi2SimCfg(select_tag="fixed_pt"),
-    # setting only the input layer's bias (the host encoder's output)
-    lr = lava_graph.run_netx(out / "model.net", ours.num_steps, input_bias=bias,
-                             record=("s", "v"))
-    total = 0
-    for m in ours.meta["netx"]["layers"]:
-        sa = a.spikes[m["group"]][0].numpy()
-        if m["layout"] == "folded":
-            sa = fold_array(sa)
-        sl = lr.spikes[f"layer{m['index']}"]
-        assert np.array_equal(sa, sl.reshape(sa.shape)), m["group"]
-        total += int(sa.sum())
-    assert total > 0
+    ours, a, lr = stock_netx_matches_engine(out / "model.net", cfg)
     last = ours.meta["netx"]["layers"][-1]
     assert last["group"] == ours.readout
     assert np.array_equal(lr.v[f"layer{last['index']}"][-1], a.scores[0].numpy())

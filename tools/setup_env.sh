@@ -14,11 +14,14 @@ if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$KEY" ]; then
   exit 0
 fi
 [ -x $VENV/bin/python ] || "$PY" -m venv $VENV
-PIP="$VENV/bin/python -m pip --disable-pip-version-check -q"
+# -qq: only errors (this machine's pip config may name find-links folders that pip warns about)
+PIP="$VENV/bin/python -m pip --disable-pip-version-check -qq"
 echo "setup: torch 2.14.1 + torchvision 0.29.1"
 $PIP install "torch==2.14.1" "torchvision==0.29.1"
 echo "setup: lava-nc 0.10.0 + lava-dl 0.6.0 (declared <3.11; installed without their tight pins)"
 $PIP install --no-deps --ignore-requires-python "lava-nc==0.10.0" "lava-dl==0.6.0"
+echo "setup: their runtime needs (pip may report lava-dl's old pins as conflicts: expected, they are"
+echo "       not its real needs; mksgn's tests prove the toolchain on these versions)"
 $PIP install "numpy<2" scipy "networkx<=2.8.7" "asteval<0.10" scikit-learn h5py matplotlib ninja \
   "opencv-python-headless<5" pillow
 $VENV/bin/python mksgn/lava_compat.py --apply
