@@ -335,6 +335,6 @@ def demo(out: Path, quick: bool, force: bool, lava_samples: int | None) -> None:
     console.print(f"spikes, every group and step: PyTorch=fast {_pct(agree.get('pytorch_vs_fast'))}, "
                   f"fast=Lava {_pct(agree.get('fast_vs_lava'))}")
     for name, e in summary.energy.items():
-        console.print(f"energy {name}: student {e['student_j']:.3e} J/sample, "
-                      f"reduction vs teacher {e['reduction_pct']:.2f}%")
+        console.print(f"energy {name}: student {e['student_j']:.3e} J/sample, reduction vs the "
+                      f"teacher on {e['teacher_profile']} {e['reduction_pct']:.2f}%")
     console.print(f"report: {report}")
