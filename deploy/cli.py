@@ -15,6 +15,7 @@ import click
 import numpy as np
 
 from mksgn.files import atomic_write, sha256
+from mksgn.netgraph import fold_persons
 
 ACTIVITY_SCHEMA = "mksgn-activity/1"
 
@@ -157,8 +158,7 @@ def simulate(net_dir: Path, data: Path, split: str, samples: int | None, engine:
         xs = np.stack([ds.sample(i) for i in range(lo, hi)])           # (B, K, 3, T, V, M)
         if persons == "fold":
             # bodies into channels, channel c * M + m (the student's input layout, net.meta)
-            b, k, c, t, v, m = xs.shape
-            xf = xs.transpose(0, 1, 2, 5, 3, 4).reshape(b, k, c * m, t, v)
+            xf = fold_persons(xs)
             return xs, {mod: xf[:, i] for i, mod in enumerate(modalities)}, 1
         if persons == "first":
             xs = xs[..., :1]

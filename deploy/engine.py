@@ -77,12 +77,15 @@ def cuba_update(u: torch.Tensor, v: torch.Tensor, a_in: torch.Tensor, bias: torc
     cur = torch.where(cur > _M, cur - 2 * _M, cur)
     cur = torch.where(cur <= -_M, cur + 2 * _M, cur)
     vol = wrap32(decay(v, p.v_decay) + cur + bias).clamp_(-_M + 1, _M - 1)
-    if spiking:
-        s = vol > (p.vth_mant << loihi.VTH_SHIFT)
-        vol = vol.masked_fill(s, 0)
-    else:
-        s = torch.zeros_like(vol, dtype=torch.bool)
-    return cur, vol, s
+    return (cur, *_fire(vol, p, spiking))
+
+
+def _fire(vol: torch.Tensor, p: loihi.CubaParams, spiking: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Spike where ``v > vth_mant << 6`` and reset those voltages to 0 (a readout never spikes)."""
+    if not spiking:
+        return vol, torch.zeros_like(vol, dtype=torch.bool)
+    s = vol > (p.vth_mant << loihi.VTH_SHIFT)
+    return vol.masked_fill_(s, 0), s
 
 
 def cuba_update_in_range(u: torch.Tensor, v: torch.Tensor, a_in: torch.Tensor,
@@ -103,12 +106,7 @@ def cuba_update_in_range(u: torch.Tensor, v: torch.Tensor, a_in: torch.Tensor,
     if not isinstance(bias, int) or bias:
         vol = vol.add_(bias)
     vol = vol.clamp_(-_M + 1, _M - 1)
-    if spiking:
-        s = vol > (p.vth_mant << loihi.VTH_SHIFT)
-        vol = vol.masked_fill_(s, 0)
-    else:
-        s = torch.zeros_like(vol, dtype=torch.bool)
-    return cur, vol, s
+    return (cur, *_fire(vol, p, spiking))
 
 
 def encode(enc: Encoder, x: torch.Tensor) -> torch.Tensor:

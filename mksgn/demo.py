@@ -119,11 +119,11 @@ def spike_agreement(conv_dir: Path, prepared: Path, samples: int) -> dict:
     import torch
 
     from mksgn import netgraph
+    from mksgn.netgraph import fold_persons
     from mksgn.data.dataset import SkeletonDataset
     from mksgn.deploy.engine import run as engine_run
     from mksgn.deploy.lava_graph import LavaNetwork
     from mksgn.train.checkpoint import load_model
-    from mksgn.train.student import fold_persons
 
     net = netgraph.load(conv_dir / "model.net")
     student, info = load_model(conv_dir / "student.pt")

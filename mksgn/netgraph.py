@@ -164,6 +164,18 @@ class Network:
             raise ValueError(f"readout {self.readout!r} is not a group")
 
 
+def fold_persons(x):
+    """The student's input layout: bodies folded into channels, channel ``c * M + m``.
+
+    (N, K, C, T, V, M) -> (N, K, C*M, T, V), for a numpy array or a torch tensor. Training, the
+    deploy stage and the demo all feed a network's encoders through this one function.
+    """
+    n, k, c, t, v, m = x.shape
+    order = (0, 1, 2, 5, 3, 4)
+    moved = x.permute(*order) if hasattr(x, "permute") else x.transpose(order)
+    return moved.reshape(n, k, c * m, t, v)
+
+
 # ---------------------------------------------------------------------------------------------
 # HDF5 I/O of the graph section ("/mksgn" group). The netx-layout "/layer" section that stock
 # netx reads is written beside it by mksgn.netx_io.write_netx_layers for chain networks.

@@ -89,10 +89,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mksgn import loihi
-from mksgn.netgraph import Network
+from mksgn import loihi, quant
+from mksgn.netgraph import Network, fold_persons  # the input layout lives with the network format
 
-from mksgn import quant
 from .common import ModelOutput
 from .spiking import (ConvSynapse, GraphSynapse, LoihiCuba, PooledReadout, SkeletonSpikingCoding,
                       Spikes, SpikingJointAttention, align)
@@ -211,12 +210,6 @@ class StudentConfig:
                     aux_heads=False, weight_exp=0)
         base.update(kw)
         return cls.small(**base)
-
-
-def fold_persons(x: torch.Tensor) -> torch.Tensor:
-    """(N, K, C, T, V, M) -> (N, K, C*M, T, V), channel ``c * M + m`` (bodies into channels)."""
-    n, k, c, t, v, m = x.shape
-    return x.permute(0, 1, 2, 5, 3, 4).reshape(n, k, c * m, t, v)
 
 
 def _frames_after(t: int, kernel: int, stride: int) -> int:
