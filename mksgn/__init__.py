@@ -5,3 +5,7 @@ Stages (data flows one way): ``mksgn.data`` -> ``mksgn.train`` -> ``mksgn.conver
 ``mksgn.netgraph`` (the converted network, read and written in one place).
 """
 __version__ = "0.1.0"
+
+from mksgn import quiet as _quiet
+
+_quiet.install()   # two foreign import notices that say nothing about mksgn (see mksgn/quiet.py)

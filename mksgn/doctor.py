@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from mksgn import lava_compat
+from mksgn import lava_compat, quiet
 
 
 def _version(dist: str) -> str:
@@ -31,7 +31,8 @@ def check() -> tuple[list[tuple[str, str]], list[str]]:
     try:
         import torch
         rows.append(("cuda", f"available ({torch.cuda.get_device_name(0)})"
-                     if torch.cuda.is_available() else "not available (CPU)"))
+                     if torch.cuda.is_available() else
+                     "not available (optional: training runs on the CPU)"))
     except Exception as exc:  # a broken torch is a finding, not a crash
         problems.append(f"torch cannot be imported: {exc}")
     for module, label in (("lava.magma.core.run_configs", "lava-nc"),
@@ -43,16 +44,24 @@ def check() -> tuple[list[tuple[str, str]], list[str]]:
         except Exception as exc:
             rows.append((f"import {label}", "FAILED"))
             problems.append(f"{label} cannot be imported ({type(exc).__name__}: {exc})")
+    rows.append(("prophesee toolbox", prophesee_toolbox()))
     return rows, problems
 
 
 def importlib_import(module: str) -> None:
-    import contextlib
     import importlib
-    import io
-    # lava-dl prints a notice about an optional Prophesee toolbox on import; keep doctor's table clean.
-    with contextlib.redirect_stdout(io.StringIO()):
-        importlib.import_module(module)
+    importlib.import_module(module)
+
+
+def prophesee_toolbox() -> str:
+    """The optional Prophesee Dataset Toolbox (lava-dl's object-detection demo reads its data with
+    it); its import notice is silenced (``mksgn.quiet``), so this row is where its absence shows."""
+    import importlib.util
+    try:
+        found = importlib.util.find_spec(quiet.PROPHESEE_TOOLBOX_MODULE) is not None
+    except (ImportError, ValueError):
+        found = False
+    return "installed" if found else "absent (optional: only lava-dl's Prophesee demo uses it)"
 
 
 @click.command()
