@@ -5,6 +5,8 @@ from pathlib import Path
 
 import click
 
+from mksgn.terminal import wide_option
+
 
 @click.command("convert")
 @click.argument("checkpoint", type=click.Path(path_type=Path))
@@ -13,7 +15,8 @@ import click
 @click.option("--teacher", type=click.Path(path_type=Path),
               help="The teacher's run directory or checkpoint: also writes DIR/teacher.onnx.")
 @click.option("--force", is_flag=True, help="Replace DIR when it exists and is not empty.")
-def convert(checkpoint: Path, out: Path, teacher: Path | None, force: bool) -> None:
+@wide_option
+def convert(checkpoint: Path, out: Path, teacher: Path | None, force: bool, wide: bool) -> None:
     """Convert the student in CHECKPOINT (a run directory: its best.pt; or a .pt) for Loihi.
 
     \b
@@ -28,6 +31,9 @@ def convert(checkpoint: Path, out: Path, teacher: Path | None, force: bool) -> N
       student_float.onnx  the float rate-coded ANN counterpart of the student
       teacher.onnx        the teacher (with --teacher)
       student.pt          the student checkpoint (deploy compares against it)
+    Prints the nodes that are not native, the chip resources and the verdict (every node:
+    compat.json, or --wide).
+
     \b
     Example:
       mksgn convert runs/student --teacher runs/teacher --out runs/convert
@@ -42,7 +48,7 @@ def convert(checkpoint: Path, out: Path, teacher: Path | None, force: bool) -> N
         res = run(checkpoint, out, teacher=teacher, force=force)
     except ConvertError as e:
         raise click.ClickException(str(e)) from None
-    print_report(res.report, console)
+    print_report(res.report, console, wide=wide, details=str(res.out / "compat.json"))
     if res.network.meta.get("config", {}).get("chain") and not res.report.stock_netx:
         console.print(f"[yellow]warning:[/] a chain student, but no stock-netx /layer section: "
                       f"{res.report.stock_netx_note}")

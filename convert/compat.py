@@ -242,28 +242,70 @@ def compat_report(net: Network, stock_netx: bool = False,
 _STYLE = {"native": "green", "workaround": "yellow", "host": "cyan", "unsupported": "red"}
 
 
-def print_report(rep: CompatReport, console=None) -> None:
-    """Print the report with rich: one row per node, then the resources against one Loihi 2."""
-    from rich.console import Console
+def _node_table(rep: CompatReport):
+    """Every node, one row each (``--wide``)."""
     from rich.table import Table
 
-    console = console or Console()
-    t = Table(title="Loihi compatibility", title_justify="left")
+    t = Table(title="Loihi compatibility, every node", title_justify="left")
     for col, kw in (("node", {}), ("kind", {}), ("support", {}),
                     ("neurons", {"justify": "right"}), ("synapses", {"justify": "right"}),
-                    ("how / why (details: compat.json)", {"overflow": "fold"})):
-        t.add_column(col, **kw)
+                    ("how / why (details: compat.json)", {})):
+        t.add_column(col, no_wrap=True, **kw)
     for nd in rep.nodes:
         t.add_row(nd.name, nd.kind, f"[{_STYLE[nd.support]}]{nd.support}[/]",
                   f"{nd.neurons:,}" if nd.neurons else "",
                   f"{nd.synapses:,}" if nd.synapses else "",
                   nd.note)
-    console.print(t)
+    return t
+
+
+def _not_native_table(rep: CompatReport, names_shown: int = 4):
+    """The nodes that matter: those not native, one row per (support, kind), fits 80 columns."""
+    from rich.table import Table
+
+    groups: dict[tuple[str, str], list[NodeReport]] = {}
+    for nd in rep.nodes:
+        if nd.support != "native":
+            groups.setdefault((nd.support, nd.kind), []).append(nd)
+    t = Table(title="Nodes that are not native", title_justify="left")
+    t.add_column("support", no_wrap=True)
+    t.add_column("kind", no_wrap=True)
+    t.add_column("nodes", justify="right", no_wrap=True)
+    t.add_column("synapses", justify="right", no_wrap=True)
+    t.add_column("names", overflow="fold")
+    order = {k: i for i, k in enumerate(SUPPORT_ORDER)}
+    for (support, kind), nds in sorted(groups.items(), key=lambda kv: -order[kv[0][0]]):
+        names = ", ".join(nd.name for nd in nds[:names_shown])
+        if len(nds) > names_shown:
+            names += f", +{len(nds) - names_shown} more"
+        syn = sum(nd.synapses for nd in nds)
+        t.add_row(f"[{_STYLE[support]}]{support}[/]", kind, str(len(nds)),
+                  f"{syn:,}" if syn else "", names)
+    return t
+
+
+def print_report(rep: CompatReport, console=None, wide: bool = False,
+                 details: str = "compat.json") -> None:
+    """Print the report with rich: the nodes that are not native (grouped), the resources against
+    one Loihi 2 and the verdict, in 80 columns; with ``wide`` also every node, one row each.
+    ``details`` names the file that holds every node (printed so the reader can find it)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from mksgn.terminal import print_wide
+
+    console = console or Console()
+    counts = ", ".join(f"{rep.summary.get(k, 0)} {k}" for k in SUPPORT_ORDER)
+    console.print(f"[bold]Loihi compatibility[/]: {len(rep.nodes)} nodes ({counts})")
+    if wide:
+        print_wide(console, _node_table(rep))
+    elif any(nd.support != "native" for nd in rep.nodes):
+        console.print(_not_native_table(rep))
     r = rep.resources
     u = Table(title="Chip resources (one sample)", title_justify="left")
     u.add_column("resource")
-    u.add_column("needed", justify="right")
-    u.add_column("one Loihi 2 chip", justify="right")
+    u.add_column("needed", justify="right", no_wrap=True)
+    u.add_column("one Loihi 2 chip", justify="right", no_wrap=True)
     u.add_row("neurons", f"{r.neurons:,}", f"{r.loihi2_chip_neurons:,}")
     u.add_row("synapses", f"{r.synapses:,}", "not modelled")
     u.add_row(f"Loihi 2 cores ({loihi.LOIHI2_NEURONS_PER_CORE:,} neurons each)",
@@ -273,7 +315,8 @@ def print_report(rep: CompatReport, console=None) -> None:
     console.print(u)
     verdict = ("[green]fits one Loihi 2 chip[/]" if r.fits_one_loihi2
                else f"[red]needs {r.loihi2_chips} Loihi 2 chips[/]")
-    counts = ", ".join(f"{rep.summary.get(k, 0)} {k}" for k in SUPPORT_ORDER)
-    console.print(f"nodes: {counts}; {verdict}")
+    console.print(f"verdict: {verdict}")
     console.print(("stock netx: loads /layer" if rep.stock_netx else "stock netx: no /layer "
                    "section") + (f" ({rep.stock_netx_note})" if rep.stock_netx_note else ""))
+    if not wide:
+        console.print(f"every node, how and why: {details} (--wide prints them here)")

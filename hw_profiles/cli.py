@@ -6,6 +6,7 @@ from pathlib import Path
 import click
 
 from mksgn.hw_profiles import profiles as hwp
+from mksgn.terminal import wide_option
 
 
 def _list_profiles() -> None:
@@ -66,11 +67,12 @@ def _measure(ctx: click.Context, net_dir: Path, data: Path, split: str, samples:
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False),
               help="Report directory for energy.json, energy.csv, energy.png.")
 @click.option("--list-profiles", is_flag=True, help="List the bundled profiles and exit.")
+@wide_option
 @click.pass_context
 def energy(ctx: click.Context, net_dir: Path | None, profile_names: tuple[str, ...],
            activity: Path | None, data: Path | None, split: str, samples: int,
            teacher_names: tuple[str, ...], teacher_macs: Path | None, out: Path | None,
-           list_profiles: bool) -> None:
+           list_profiles: bool, wide: bool) -> None:
     """Per-layer energy of a converted student from the spikes it fires, and of its teacher.
 
     \b
@@ -78,8 +80,9 @@ def energy(ctx: click.Context, net_dir: Path | None, profile_names: tuple[str, .
     --activity (a `mksgn simulate` output) or are measured now on --samples test samples of
     --data with the fast engine (kept in OUT/activity/). Per layer: synaptic operations = spikes x exact fan-out,
     neuron updates, spike deliveries, encoder MACs; priced on each --profile. The teacher's MACs
-    come from DIR/teacher.onnx (or --teacher-macs). Prints the tables and the reduction, writes
-    OUT/energy.json, energy.csv and energy.png. Profiles: hw_profiles/README.md.
+    come from DIR/teacher.onnx (or --teacher-macs). Writes OUT/energy.json, energy.csv (every
+    layer on every profile) and energy.png; prints the totals, the layers using the most energy
+    and the reduction (every layer: --wide). Profiles: hw_profiles/README.md.
 
     \b
     Example:
@@ -132,7 +135,7 @@ def energy(ctx: click.Context, net_dir: Path | None, profile_names: tuple[str, .
                                   teacher_profiles, t_source)
     except ValueError as e:
         raise click.ClickException(f"{net_path}: {e}") from None
-    rep.print_report(report, console)
     paths = rep.write_outputs(report, out)
+    rep.print_report(report, console, wide=wide, rest=str(paths[1]))
     console.print("wrote " + ", ".join(str(p) for p in paths))
 

@@ -128,18 +128,18 @@ def _count(x: float) -> str:
     return f"{x:,.0f}" if abs(x) >= 100 or float(x).is_integer() else f"{x:,.2f}"
 
 
-def print_report(report: EnergyReport, console) -> None:
-    """Per-layer tables (student, teacher), totals and reductions, with rich."""
+def _student_table(report: EnergyReport, names: list[str]):
+    """Every student layer, every profile (``--wide``)."""
     from rich.table import Table
 
-    names = [p["name"] for p in report.profiles]
     t = Table(title=f"student {report.network}: per sample "
-                    f"({report.activity['samples']} samples, {report.activity['source']})")
+                    f"({report.activity['samples']} samples, {report.activity['source']})",
+              title_justify="left")
     for col in ("layer", "neurons", "synapses", "spikes/sample", "rate", "synops"):
-        t.add_column(col, justify="left" if col == "layer" else "right")
+        t.add_column(col, justify="left" if col == "layer" else "right", no_wrap=True)
     for n in names:
-        t.add_column(f"E {n}", justify="right")
-        t.add_column("share", justify="right")
+        t.add_column(f"E {n}", justify="right", no_wrap=True)
+        t.add_column("share", justify="right", no_wrap=True)
     for r in report.student:
         cells = [r.name, _count(r.neurons), _count(r.synapses), _count(r.spikes_per_sample),
                  f"{r.firing_rate:.4f}", _count(r.synops)]
@@ -154,34 +154,108 @@ def print_report(report: EnergyReport, console) -> None:
     for n in names:
         tot_cells += [si_energy(report.student_total_pj[n]), "100%"]
     t.add_row(*tot_cells, style="bold")
-    console.print(t)
-    for p in report.profiles:
-        if p.get("estimate"):
-            console.print(f"note: profile {p['name']} is an ESTIMATE: {p.get('basis', '')}")
-    if not report.teacher:
-        console.print("no teacher: give DIR/teacher.onnx or --teacher-macs for the comparison")
-        return
-    tnames = list(report.teacher_total_pj)
-    tt = Table(title=f"teacher ({report.teacher_source}): per sample")
+    return t
+
+
+def _teacher_table(report: EnergyReport, tnames: list[str]):
+    """Every teacher layer, every teacher profile (``--wide``)."""
+    from rich.table import Table
+
+    tt = Table(title=f"teacher ({report.teacher_source}): per sample", title_justify="left")
     for col in ("layer", "MACs", "adds"):
-        tt.add_column(col, justify="left" if col == "layer" else "right")
+        tt.add_column(col, justify="left" if col == "layer" else "right", no_wrap=True)
     for n in tnames:
-        tt.add_column(f"E {n}", justify="right")
+        tt.add_column(f"E {n}", justify="right", no_wrap=True)
     for r in report.teacher:
         tt.add_row(r.name, _count(r.macs), _count(r.adds), *[si_energy(r.energy_pj[n]) for n in tnames])
     tt.add_row("total", _count(sum(r.macs for r in report.teacher)),
                _count(sum(r.adds for r in report.teacher)),
                *[si_energy(report.teacher_total_pj[n]) for n in tnames], style="bold")
-    console.print(tt)
-    rt = Table(title="energy reduction of the student vs the teacher (100 (1 - E_student / "
-                     "E_teacher); negative: the student needs more)")
-    rt.add_column("student on (row) / teacher on (column)")
+    return tt
+
+
+def _totals_table(report: EnergyReport):
+    """Student and teacher totals per profile, with their operation counts (fits 80 columns)."""
+    from rich.table import Table
+
+    t = Table(title="Energy per sample", title_justify="left")
+    for col in ("model", "on", "energy", "operations per sample"):
+        t.add_column(col, justify="right" if col == "energy" else "left", overflow="fold")
+    synops = sum(r.synops for r in report.student)
+    spikes = sum(r.spikes_per_sample for r in report.student)
+    ops = f"{_count(synops)} synops, {_count(spikes)} spikes"
+    for p in report.profiles:
+        n = p["name"]
+        t.add_row("student", n + (" (estimate)" if p.get("estimate") else ""),
+                  si_energy(report.student_total_pj[n]), ops)
+        ops = ""
+    ops = (f"{_count(sum(r.macs for r in report.teacher))} MACs, "
+           f"{_count(sum(r.adds for r in report.teacher))} adds")
+    for n, e in report.teacher_total_pj.items():
+        t.add_row("teacher", n, si_energy(e), ops)
+        ops = ""
+    return t
+
+
+def _top_layers_table(report: EnergyReport, profile: str, top: int):
+    """The ``top`` student layers by energy on ``profile`` (fits 80 columns)."""
+    from rich.table import Table
+
+    rows = sorted(report.student, key=lambda r: -r.energy_pj[profile]["total"])[:top]
+    tot = report.student_total_pj[profile]
+    t = Table(title=f"Student layers using the most energy on {profile} "
+                    f"({len(rows)} of {len(report.student)})", title_justify="left")
+    for col in ("layer", "spikes/sample", "rate", "synops", "energy", "share"):
+        t.add_column(col, justify="left" if col == "layer" else "right", overflow="fold")
+    for r in rows:
+        e = r.energy_pj[profile]["total"]
+        t.add_row(r.name, _count(r.spikes_per_sample), f"{r.firing_rate:.4f}", _count(r.synops),
+                  si_energy(e), f"{100 * e / tot:.1f}%" if tot else "-")
+    return t
+
+
+def _reduction_table(report: EnergyReport, tnames: list[str]):
+    from rich.table import Table
+
+    rt = Table(title="Energy reduction of the student vs the teacher, 100 (1 - E_student / "
+                     "E_teacher); negative: the student needs more", title_justify="left")
+    rt.add_column("student on \\ teacher on", overflow="fold")
     for n in tnames:
-        rt.add_column(f"{n} ({si_energy(report.teacher_total_pj[n])})", justify="right")
+        rt.add_column(n, justify="right", overflow="fold")
     for s, per in report.reduction_percent.items():
-        rt.add_row(f"{s} ({si_energy(report.student_total_pj[s])})",
-                   *["-" if per[n] is None else f"{per[n]:.2f}%" for n in tnames])
-    console.print(rt)
+        rt.add_row(s, *["-" if per[n] is None else f"{per[n]:.2f}%" for n in tnames])
+    return rt
+
+
+def print_report(report: EnergyReport, console, wide: bool = False, top: int = 5,
+                 rest: str = "energy.csv") -> None:
+    """Totals, the ``top`` layers on the first profile and the reductions, in 80 columns (rich);
+    with ``wide`` also every layer of the student and the teacher on every profile. ``rest``
+    names the file that holds every layer (printed so the reader can find it)."""
+    from mksgn.terminal import print_wide
+
+    names = [p["name"] for p in report.profiles]
+    tnames = list(report.teacher_total_pj)
+    console.print(f"student {report.network}: {report.activity['samples']} samples "
+                  f"({report.activity['source']})")
+    console.print(_totals_table(report))
+    if wide:
+        print_wide(console, _student_table(report, names))
+        if report.teacher:
+            print_wide(console, _teacher_table(report, tnames))
+    else:
+        console.print(_top_layers_table(report, names[0], top))
+    for p in report.profiles:
+        if p.get("estimate"):
+            console.print(f"note: profile {p['name']} is an ESTIMATE: {p.get('basis', '')}" if wide
+                          else f"note: profile {p['name']} is an ESTIMATE (its basis: "
+                               f"profiles[].basis in energy.json)")
+    if not wide:
+        console.print(f"every layer on every profile: {rest} (--wide prints them here)")
+    if not report.teacher:
+        console.print("no teacher: give DIR/teacher.onnx or --teacher-macs for the comparison")
+        return
+    console.print(_reduction_table(report, tnames))
     if "cmos45nm_fp32" in report.reduction_percent and "cmos45nm_fp32" in report.teacher_total_pj:
         pct = report.reduction_percent["cmos45nm_fp32"]["cmos45nm_fp32"]
         if pct is not None:

@@ -107,16 +107,43 @@ def test_chip_budget_exceeded():
     assert not rep.resources.fits_one_loihi2
 
 
-def test_print_report_lists_every_node():
+def _render(rep, width: int, **kw) -> str:
     from rich.console import Console
+    console = Console(record=True, width=width)
+    print_report(rep, console, **kw)
+    return console.export_text()
+
+
+def assert_fits_80(text: str) -> None:
+    """No line longer than 80 columns and no cell cut to an ellipsis."""
+    lines = text.splitlines()
+    assert max(len(ln.rstrip()) for ln in lines) <= 80, text
+    assert "\u2026" not in text and "..." not in text, text
+
+
+def test_print_report_wide_lists_every_node():
     net, _, _ = _net()
     rep = compat_report(net)
-    console = Console(record=True, width=160)
-    print_report(rep, console)
-    text = console.export_text()
+    text = _render(rep, 80, wide=True)
     for n in rep.nodes:
         assert n.name in text
     assert "one Loihi 2 chip" in text and "fits one Loihi 2 chip" in text
+
+
+def test_print_report_summary_names_the_nodes_that_are_not_native_in_80_columns():
+    net, _, _ = _net()
+    rep = compat_report(net)
+    text = _render(rep, 80, details="out/compat.json")
+    assert_fits_80(text)
+    cells = [[c.strip() for c in ln.split("\u2502")[1:-1]] for ln in text.splitlines()
+             if ln.startswith("\u2502") and ln.count("\u2502") == 6]
+    listed = {name for row in cells for name in row[4].split(", ")}
+    assert listed == {n.name for n in rep.nodes if n.support != "native"}   # e, src, g, d, att
+    assert {(row[0], row[1], row[2]) for row in cells} == {
+        ("unsupported", "attention", "1"), ("host", "encoder", "1"), ("host", "source", "1"),
+        ("workaround", "graph", "1"), ("workaround", "dense", "1")}
+    assert "every node, how and why: out/compat.json (--wide" in text
+    assert "fits one Loihi 2 chip" in text
 
 
 @pytest.mark.slow
@@ -146,3 +173,6 @@ def test_every_node_of_the_default_student_is_covered():
         assert student_io.requantize_matches(s, floats[s.name]), s.name
     assert rep.resources.neurons == model.neuron_count()
     assert rep.resources.fits_one_loihi2          # the halved widths fit one chip (student.py)
+    text = _render(rep, 80)                       # what a newcomer's terminal shows
+    assert_fits_80(text)
+    assert len(text.splitlines()) < 40, text
