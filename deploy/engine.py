@@ -13,7 +13,9 @@ summation order. The engine picks float32 when ``B < 2**24`` on CPU (PyTorch's C
 direct or im2col+GEMM, no Winograd/FFT), float64 otherwise and always on CUDA (with TF32 off), and
 rounds the result before converting to int64, so even a transform-based algorithm's tiny error in
 float64 cannot change a bit. Everything after the synaptic sum (shifts, decays, wraps, clips) is
-int64 integer arithmetic emulating Lava's int32 arrays. A group whose summed input provably keeps
+int64 integer arithmetic emulating Lava's int32 arrays. Groups with a neuron ``model``
+(``mksgn.neuron_models``: sigma-delta, delta, sigma, resonate-and-fire) run that model's step;
+their graded outputs feed synapses as integers (float64 sums, exact below 2**53). A group whose summed input provably keeps
 ``|a << 6| <= 2**23`` (static bound from its weights) takes ``cuba_update_in_range``, which needs no
 int32 wraps; the others take the general ``cuba_update``.
 
@@ -131,7 +133,8 @@ def encode(enc: Encoder, x: torch.Tensor) -> torch.Tensor:
 class EngineResult:
     """What one engine run produced (N samples, ``num_steps`` steps).
 
-    spikes: group -> bool (N, num_steps, *shape), for recorded groups when "s" is in ``record``.
+    spikes: group -> bool (N, num_steps, *shape), for recorded groups when "s" is in ``record``
+        (int64 output messages for groups whose neuron model is graded).
     u, v: group -> int64 (N, num_steps, *shape), when "u"/"v" are in ``record``.
     counts: group -> int32 (N, *shape) spikes per neuron summed over steps (always).
     scores: int64 (N, *readout shape): the readout group's v after the last step (None without one).
@@ -143,6 +146,9 @@ class EngineResult:
     counts: dict[str, torch.Tensor] = field(default_factory=dict)
     scores: torch.Tensor | None = None
     final_v: dict[str, torch.Tensor] = field(default_factory=dict)
+    states: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+    """state name -> group -> int64 (N, num_steps, *shape): every recorded state variable (u, v
+    of CUBA groups and a neuron model's own states, e.g. sigma/act/residue), by Lava's names."""
 
     def predictions(self) -> torch.Tensor:
         """Class index per sample (argmax of the readout scores; ties go to the lowest index)."""
@@ -236,7 +242,7 @@ class _History:
     def push(self, group: str, s: torch.Tensor) -> None:
         if group in self.buf:
             b = self.buf[group]
-            b.insert(0, {torch.bool: s})     # per-dtype copies, made once per step on demand
+            b.insert(0, {None: s, s.dtype: s})   # per-dtype copies, made once per step on demand
             del b[self.depth[group] + 1:]
 
     def get(self, group: str, d: int, dtype: torch.dtype = torch.bool) -> torch.Tensor | None:
@@ -245,7 +251,7 @@ class _History:
             return None
         cache = b[d]
         if dtype not in cache:
-            cache[dtype] = cache[torch.bool].to(dtype)
+            cache[dtype] = cache[None].to(dtype)
         return cache[dtype]
 
 
@@ -259,17 +265,24 @@ class Engine:
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.net = net
+        self.max_input = max_input
         self.device = torch.device(device)
         self.groups = {g.name: g for g in net.groups}
         self.neurons = [g for g in net.groups if not g.source]
         self.sources = [g for g in net.groups if g.source]
         for g in net.groups:
-            if g.bias is not None:
+            if g.bias is not None and g.model is None:
                 b = np.asarray(g.bias)
                 if b.min(initial=0) < _BIAS_LO or b.max(initial=0) > _BIAS_HI:
                     raise ValueError(f"group {g.name}: bias mantissa outside 13-bit range")
+        for g in self.neurons:
+            if g.model is not None and not hasattr(g.model, "step"):
+                raise ValueError(f"group {g.name}: unknown neuron model {g.model!r}")
+
+        def out_bound(g: NeuronGroup) -> int:
+            return max(1, max_input, getattr(g.model, "max_output", 1))
         self.synapses = [_PreparedSynapse(s, self.groups[s.src], self.groups[s.dst], self.device,
-                                          max_input)
+                                          out_bound(self.groups[s.src]))
                          for s in net.synapses]
         self.attentions = list(net.attentions)
         depth: dict[str, int] = {}
@@ -326,9 +339,11 @@ class Engine:
         batch_size: split N into chunks (results are concatenated).
         """
         record = tuple(record)
-        bad = set(record) - {"s", "u", "v"}
+        known = {"s", "u", "v"} | {k for g in self.neurons if g.model is not None
+                                   for k in g.model.states}
+        bad = set(record) - known
         if bad:
-            raise ValueError(f"record: unknown {sorted(bad)}; use s, u, v")
+            raise ValueError(f"record: unknown {sorted(bad)}; use {', '.join(sorted(known))}")
         steps = int(num_steps if num_steps is not None else self.net.num_steps)
         n = self._batch_len(inputs, biases, currents, source_spikes)
         if batch_size is None or batch_size >= n:
@@ -353,13 +368,25 @@ class Engine:
         dev = self.device
         keep = set(groups) if groups is not None else set(self.groups)
         bias_mant = self._bias_mantissas(inputs, biases, n)
-        bias_eff = {g: wrap32(b << loihi.NETX_BIAS_EXP) for g, b in bias_mant.items()}
-        u = {g.name: torch.zeros((n, *g.shape), dtype=torch.int64, device=dev)
-             for g in self.neurons}
-        v = {k: torch.zeros_like(t) for k, t in u.items()}
+        bias_eff = {}
+        for name, b in bias_mant.items():
+            model = self.groups[name].model
+            bias_eff[name] = model.bias(b) if model is not None and getattr(model, "has_bias", 0) \
+                else wrap32(b.clamp(_BIAS_LO, _BIAS_HI) << loihi.NETX_BIAS_EXP)
+        cuba = [g for g in self.neurons if g.model is None]
+        state = {g.name: ({"u": torch.zeros((n, *g.shape), dtype=torch.int64, device=dev),
+                           "v": torch.zeros((n, *g.shape), dtype=torch.int64, device=dev)}
+                          if g.model is None else
+                          {k: torch.zeros((n, *g.shape), dtype=torch.int64, device=dev)
+                           for k in g.model.states})
+                 for g in self.neurons}
         hist = _History(self.depth)
         res = EngineResult(num_steps=steps)
-        rec = {k: {g: [] for g in self.groups if g in keep} for k in record}
+        rec_states = [k for k in record if k != "s"]
+        rec_s = "s" in record
+        spikes_rec = {g: [] for g in self.groups if g in keep}
+        st_rec = {k: {g.name: [] for g in self.neurons if g.name in keep and k in state[g.name]}
+                  for k in rec_states}
         every = {g.name: [] for g in self.net.groups}     # spikes of every step, for counts
         src = {}
         for g in self.sources:
@@ -369,7 +396,8 @@ class Engine:
             if tuple(x.shape[2:]) != tuple(g.shape) or x.shape[1] < steps:
                 raise ValueError(f"input for {g.name}: shape {tuple(x.shape)} does not match "
                                  f"(N, >={steps}, {', '.join(map(str, g.shape))})")
-            src[g.name] = x != 0
+            src[g.name] = x != 0 if x.dtype == torch.bool or self.max_input <= 1 \
+                else x.to(torch.int64)
         cur_ext = {}
         for name, x in (currents or {}).items():
             g = self.groups[name]
@@ -379,38 +407,53 @@ class Engine:
                                  f"(N, >={steps}, {', '.join(map(str, g.shape))})")
             cur_ext[name] = x
         readout = self.net.readout
+        reset_index = {g.name: k for k, g in enumerate(self.neurons)}
         with torch.no_grad(), exact_float_math():
             for t in range(steps):
-                a_in = {}
+                a_in, b_in = {}, {}
                 for g in self.neurons:
                     total = cur_ext[g.name][:, t] if g.name in cur_ext else None
+                    imag = None
                     add = (lambda x, y: x + y) if (  # noqa: E731
                         g.name not in cur_ext and self.a_bound[g.name] < 1 << 31) \
                         else (lambda x, y: wrap32(x + y))
                     for ps in self.incoming[g.name]:
                         a = ps.current(hist)
-                        if a is not None:
+                        if a is None:
+                            continue
+                        if ps.syn.port == "imag":
+                            imag = a if imag is None else wrap32(imag + a)
+                        else:
                             total = a if total is None else add(total, a)
                     for att in self.att_in[g.name]:
                         a = self._attention(att, hist)
                         if a is not None:
                             total = a if total is None else add(total, a)
                     a_in[g.name] = total
+                    b_in[g.name] = imag
                 new_s = {}
-                for k, g in enumerate(self.neurons):
+                for g in self.neurons:
                     name = g.name
+                    st = state[name]
+                    if g.model is not None:
+                        if b_in[name] is not None or getattr(g.model, "ports", None):
+                            s = g.model.step(st, a_in[name], bias_eff.get(name, 0), b_in[name])
+                        else:
+                            s = g.model.step(st, a_in[name], bias_eff.get(name, 0))
+                        new_s[name] = s
+                        continue
                     if reset_interval and (t + 1) % reset_interval == \
-                            (reset_offset + 1 + k) % reset_interval:
+                            (reset_offset + 1 + reset_index[name]) % reset_interval:
                         # new tensors, not zero_(): recorded steps alias the old ones
-                        u[name] = torch.zeros_like(u[name])
-                        v[name] = torch.zeros_like(v[name])
+                        st["u"] = torch.zeros_like(st["u"])
+                        st["v"] = torch.zeros_like(st["v"])
                     a = a_in[name]
                     if a is None:
                         a = torch.zeros(1, dtype=torch.int64, device=dev)
                     step = cuba_update_in_range if (
                         name not in cur_ext and self.a_bound[name] << loihi.ACT_SHIFT <= _M) \
                         else cuba_update
-                    u[name], v[name], s = step(u[name], v[name], a, bias_eff.get(name, 0),
+                    st["u"], st["v"], s = step(st["u"], st["v"], a, bias_eff.get(name, 0),
                                                g.params, spiking=not (g.readout or name == readout))
                     new_s[name] = s
                 for g in self.sources:
@@ -419,21 +462,23 @@ class Engine:
                     hist.push(name, s)
                     every[name].append(s)
                     if name in keep:
-                        if "s" in rec:
-                            rec["s"][name].append(s)
-                        if "u" in rec and name in u:
-                            rec["u"][name].append(u[name])
-                        if "v" in rec and name in v:
-                            rec["v"][name].append(v[name])
-        for k, per in rec.items():
-            out = {g: torch.stack(lst, dim=1) for g, lst in per.items() if lst}
-            setattr(res, {"s": "spikes", "u": "u", "v": "v"}[k], out)
-        res.counts = {g: (torch.stack(lst, 1).sum(1, dtype=torch.int32) if lst else
+                        if rec_s:
+                            spikes_rec[name].append(s)
+                        for k in rec_states:
+                            if name in st_rec[k]:
+                                st_rec[k][name].append(state[name][k])
+        if rec_s:
+            res.spikes = {g: torch.stack(lst, dim=1) for g, lst in spikes_rec.items() if lst}
+        res.states = {k: {g: torch.stack(lst, dim=1) for g, lst in per.items() if lst}
+                      for k, per in st_rec.items()}
+        res.u = res.states.get("u", {})
+        res.v = res.states.get("v", {})
+        res.counts = {g: ((torch.stack(lst, 1) != 0).sum(1, dtype=torch.int32) if lst else
                           torch.zeros((n, *self.groups[g].shape), dtype=torch.int32, device=dev))
                       for g, lst in every.items()}
-        res.final_v = v
+        res.final_v = {g.name: state[g.name]["v"] for g in cuba}
         if readout:
-            res.scores = v[readout]
+            res.scores = state[readout]["v"]
         return res
 
     def _bias_mantissas(self, inputs, biases, n) -> dict[str, torch.Tensor]:
@@ -460,7 +505,7 @@ class Engine:
                 raise ValueError(f"bias for {name}: shape {tuple(b.shape[1:])} does not match "
                                  f"group shape {tuple(g.shape)}")
             out[name] = b
-        return {k: b.clamp(_BIAS_LO, _BIAS_HI) for k, b in out.items()}
+        return out
 
     def _attention(self, att: JointAttention, hist: _History) -> torch.Tensor | None:
         # Sums of 0/1 products are at most C*V: exact in float32 when below 2**24.
@@ -479,8 +524,9 @@ def _concat(parts: list[EngineResult]) -> EngineResult:
     cat = lambda ds: {k: torch.cat([d[k] for d in ds]) for k in ds[0]}  # noqa: E731
     r = EngineResult(num_steps=parts[0].num_steps)
     r.spikes = cat([p.spikes for p in parts]) if parts[0].spikes else {}
-    r.u = cat([p.u for p in parts]) if parts[0].u else {}
-    r.v = cat([p.v for p in parts]) if parts[0].v else {}
+    r.states = {k: cat([p.states[k] for p in parts]) for k in parts[0].states}
+    r.u = r.states.get("u", {})
+    r.v = r.states.get("v", {})
     r.counts = cat([p.counts for p in parts])
     r.final_v = cat([p.final_v for p in parts])
     r.scores = torch.cat([p.scores for p in parts]) if parts[0].scores is not None else None

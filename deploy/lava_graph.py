@@ -123,6 +123,7 @@ class LavaResult:
     u: dict[str, np.ndarray] = field(default_factory=dict)
     v: dict[str, np.ndarray] = field(default_factory=dict)
     scores: np.ndarray | None = None
+    states: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)   # name -> group ->
 
 
 def to_lava(x: np.ndarray) -> np.ndarray:
@@ -540,35 +541,46 @@ class LavaNetwork:
 def run_netx(path: str | Path, steps: int, *, input_spikes: np.ndarray | None = None,
              input_current: np.ndarray | None = None, input_bias: np.ndarray | None = None,
              reset_interval: int | None = None, record: Iterable[str] = ("s",),
-             timeout: float | None = None) -> LavaResult:
+             timeout: float | None = None, num_layers: int | None = None,
+             input_shape: tuple[int, ...] | None = None) -> LavaResult:
     """Run a stock netx file with ``netx.hdf5.Network`` under the fixed_pt simulator.
 
     Arrays are in mksgn's order (``mksgn.netx_io`` names the groups ``layer<i>``): input_spikes
     (steps, *input shape) into the first synapse layer (a file without an input neuron layer);
     input_current (steps, *shape) into the input layer's neurons' ``a_in``; input_bias (*shape):
-    the input layer's bias mantissa. Returns spikes (and u, v when recorded) per layer.
+    the input layer's bias mantissa. num_layers / input_shape are netx's (input_shape in our
+    (C, H, W) order). record: "s" and any neuron state names (u, v; sigma, act, residue; real,
+    imag): each block records those its neuron has. Returns spikes per layer (bool, or int64
+    messages for graded neurons) and ``u``/``v``/``states``.
     """
-    import h5py
     from lava.lib.dl import netx
     from lava.proc.io.sink import RingBuffer as Sink
     from lava.proc.io.source import RingBuffer as Source
 
+    from mksgn import netx_io
+
     record = tuple(record)
     try:
-        net = netx.hdf5.Network(net_config=str(path), reset_interval=reset_interval)
+        ours = netx_io.read(path, input_shape=input_shape, num_layers=num_layers)
+    except netx_io.NetxFormatError as e:
+        raise LavaError(str(e)) from None
+    kw = {}
+    if input_shape is not None:
+        kw["input_shape"] = tuple(input_shape[::-1]) if len(input_shape) == 3 \
+            else tuple(input_shape)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            net = netx.hdf5.Network(net_config=str(path), reset_interval=reset_interval,
+                                    num_layers=num_layers, **kw)
     except Exception as e:  # noqa: BLE001
-        raise LavaError(f"{path}: netx could not build the network: {e}") from e
-    names = []
-    with h5py.File(path, "r") as h5:
-        for i in range(len(h5["layer"])):
-            lay = h5["layer"][str(i)]
-            kind = lay["type"][()]
-            kind = (kind[0] if isinstance(kind, np.ndarray) else kind).decode()
-            if kind in ("dense", "conv") or (kind == "input" and "neuron" in lay):
-                names.append(f"layer{i}")
+        raise LavaError(f"{path}: netx could not build the network: "
+                        f"{type(e).__name__}: {e}") from e
+    names = [m["group"] for m in ours.meta["layers"]]
     if len(names) != len(net.layers):
         raise LavaError(f"{path}: {len(net.layers)} netx blocks for {len(names)} layers")
     blocks = dict(zip(names, net.layers))
+    graded = {n: getattr(ours.group(n).model, "graded", False) for n in names}
     sinks = {}
     for n, b in blocks.items():
         sinks[n] = Sink(shape=b.out.shape, buffer=steps)
@@ -587,6 +599,9 @@ def run_netx(path: str | Path, steps: int, *, input_spikes: np.ndarray | None = 
                             f"{tuple(first.neuron.a_in.shape)} (x, y, z)")
         Source(data=data).s_out.connect(first.neuron.a_in)
     if input_bias is not None:
+        if not hasattr(first.neuron, "bias_mant"):
+            raise LavaError(f"{path}: the input layer's {type(first.neuron).__name__} neuron "
+                            f"has no bias; drive it with input currents")
         b = to_lava(np.asarray(input_bias)).astype(np.int32)
         if tuple(b.shape) != tuple(first.neuron.bias_mant.shape):
             raise LavaError(f"input bias shape does not match the input layer "
@@ -595,20 +610,24 @@ def run_netx(path: str | Path, steps: int, *, input_spikes: np.ndarray | None = 
     session = _Session(net, timeout)
     res = LavaResult(num_steps=steps)
     try:
-        uv = [k for k in ("u", "v") if k in record]
-        if uv:
-            per = {k: {n: [] for n in blocks} for k in uv}
+        wanted = [k for k in record if k != "s"]
+        per = {k: {n: [] for n, b in blocks.items() if isinstance(getattr(b.neuron, k, None), Var)}
+               for k in wanted}
+        if any(per.values()):
             for _ in range(steps):
                 session.run(1)
-                for k in uv:
-                    for n, b in blocks.items():
-                        per[k][n].append(from_lava(getattr(b.neuron, k).get()).astype(np.int64))
-            for k in uv:
-                setattr(res, k, {n: np.stack(lst) for n, lst in per[k].items()})
+                for k, groups in per.items():
+                    for n, lst in groups.items():
+                        lst.append(from_lava(getattr(blocks[n].neuron, k).get()).astype(np.int64))
         else:
             session.run(steps)
+        res.states = {k: {n: np.stack(lst) for n, lst in groups.items()}
+                      for k, groups in per.items() if groups}
+        res.u = res.states.get("u", {})
+        res.v = res.states.get("v", {})
         for n, sink in sinks.items():
-            res.spikes[n] = np.moveaxis(from_lava(sink.data.get()), -1, 0).astype(bool)
+            d = np.moveaxis(from_lava(sink.data.get()), -1, 0)
+            res.spikes[n] = d.astype(np.int64) if graded[n] else d.astype(bool)
     finally:
         session.close()
     return res

@@ -27,6 +27,10 @@ Semantics (one time step t, all integer; constants from ``mksgn.loihi``):
 - The network runs ``num_steps`` steps from zero state. ``readout`` names the non-spiking group whose
   voltage ``v`` after the last step is the class score vector: it integrates like any CUBA group but
   never spikes and is never reset (Lava: a threshold above the 24-bit voltage range).
+- A group with a ``model`` (``mksgn.neuron_models``: sigma-delta, delta, sigma, resonate-and-fire;
+  read from stock netx files only, never stored in the graph section) runs that model's step on the
+  summed input instead of ``loihi.cuba_step``; its output at step t may be graded (an integer
+  message), which synapses weigh like a spike of that value.
 - A ``source`` group has no neurons: its spikes at step t are given from outside (an input spike
   sequence, binary); it only feeds synapses. Used for stock netx files whose first layer is a
   synapse layer.
@@ -37,6 +41,8 @@ modulo 2**32 in Lava's int32 arrays), ``u`` wraps once by 2**24 when it leaves t
 ``v`` is clipped to +/-(2**23 - 1). A ``conv`` synapse with ``weight_exp == 0`` and ``delay == 0`` is
 Lava's ``Conv`` process, which wraps its sum to 24 bits; with 8-bit weights and binary spikes the
 sums stay far inside these ranges unless fan-in times 2**weight_exp exceeds 2**15.
+A synapse with ``port == "imag"`` delivers into the imaginary input of a resonator group (netx
+complex dense layers: one synapse for the real part, one for the imaginary part).
 ``delay`` of a ``dense`` synapse may also be an integer array broadcastable to (N_dst, N_src)
 (per-synapse / axonal delays, as netx ``delay`` datasets); each delay slot's partial sum is shifted
 by ``weight_exp`` on its own, as Lava's ``DelayDense`` does.
@@ -69,6 +75,8 @@ class NeuronGroup:
     bias: np.ndarray | None = None     # int bias mantissa, broadcastable to shape (e.g. (C, 1, 1))
     readout: bool = False              # non-spiking output group: its v is the class score
     source: bool = False               # no neurons: spikes are given from outside (input sequence)
+    model: object | None = None        # a neuron model of mksgn.neuron_models instead of CUBA
+                                       # (netx files only; params is then unused)
 
     @property
     def size(self) -> int:
@@ -90,6 +98,7 @@ class Synapse:
     padding: tuple[int, int] = (0, 0)
     dilation: tuple[int, int] = (1, 1)
     groups: int = 1
+    port: str = ""                     # "" the dst's input; "imag": a resonator's imaginary input
 
 
 @dataclass
@@ -189,12 +198,17 @@ def _jsonable(o):
 
 
 def _put(h: h5py.Group, obj, arrays: tuple[str, ...]) -> None:
+    if isinstance(obj, NeuronGroup) and obj.model is not None:
+        raise ValueError(f"group {obj.name}: neuron model {type(obj.model).__name__} cannot be "
+                         f"stored in the graph section (netx files hold it)")
     d = asdict(obj) if not isinstance(obj, NeuronGroup) else {
         "name": obj.name, "shape": list(obj.shape), "readout": obj.readout, "source": obj.source,
         "i_decay": obj.params.i_decay, "v_decay": obj.params.v_decay,
         "vth_mant": obj.params.vth_mant}
     if isinstance(obj, Synapse) and np.ndim(obj.delay):
         arrays = arrays + ("delay",)
+    if isinstance(obj, Synapse) and not obj.port:
+        d.pop("port")                  # files stay as they were for ordinary synapses
     for key in arrays:
         value = getattr(obj, key)
         d.pop(key, None)

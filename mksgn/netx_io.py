@@ -34,16 +34,18 @@ What netx does to the numbers, and how it maps (``lava/lib/dl/netx/hdf5.py``):
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import h5py
 import numpy as np
 
-from mksgn import loihi
+from mksgn import loihi, neuron_models
 from mksgn.netgraph import Network, NeuronGroup, Synapse
 
 NEVER_SPIKE_VTH = 1 << (loihi.VTH_MANT_BITS)   # 2**17 << 6 = 2**23 > largest v: never spikes
-SUPPORTED_NEURONS = ("CUBA", "LOIHI")
+NETX = "lava-dl netx 0.6.0"
 
 
 class NetxFormatError(ValueError):
@@ -62,17 +64,24 @@ def _pair(x) -> tuple[int, int]:
     return (int(a[0]), int(a[0])) if a.size == 1 else (int(a[0]), int(a[1]))
 
 
-def _neuron(layer: h5py.Group, where: str) -> tuple[loihi.CubaParams, bool]:
-    """(params, spiking) of a layer's neuron; a missing neuron is netx's non-leaky integrator."""
-    if "neuron" not in layer:
-        return loihi.CubaParams(0, loihi.DECAY_UNITY, loihi.VTH_MANT_MAX), False
-    n = layer["neuron"]
-    kind = _str(n["type"])
-    if kind not in SUPPORTED_NEURONS:
-        raise NetxFormatError(f"{where}: neuron type {kind!r} is not supported "
-                              f"(only {', '.join(SUPPORTED_NEURONS)})")
-    if "messageBits" in n and int(n["messageBits"][()]) > 0:
-        raise NetxFormatError(f"{where}: graded spikes (messageBits > 0) are not supported")
+def _shape(layer) -> tuple[int, ...]:
+    return tuple(int(s) for s in np.asarray(layer["shape"][()]).reshape(-1))
+
+
+# ---------------------------------------------------------------------------------------------
+# Neuron types: what a layer's ``neuron/type`` becomes (netx ``Network.get_neuron_params``).
+
+@dataclass(frozen=True)
+class Neuron:
+    """A layer's neuron as read: CUBA params (``model is None``) or a ``neuron_models`` model."""
+    params: loihi.CubaParams
+    model: object | None = None
+    spiking: bool = True
+
+
+def _cuba(n, where: str, role: str) -> Neuron:
+    # netx: LIF(du = iDecay - 1, dv = vDecay, vth = vThMant, bias_exp 6); messageBits only makes
+    # the next synapse read graded messages, LIF still sends 0/1.
     vth = int(n["vThMant"][()])
     spiking = vth <= loihi.VTH_MANT_MAX
     p = loihi.CubaParams(int(n["iDecay"][()]), int(n["vDecay"][()]),
@@ -81,9 +90,75 @@ def _neuron(layer: h5py.Group, where: str) -> tuple[loihi.CubaParams, bool]:
         p.validate()
     except ValueError as e:
         raise NetxFormatError(f"{where}: {e}") from None
-    return p, spiking
+    return Neuron(p, None, spiking)
 
 
+def _sdnn(n, where: str, role: str) -> Neuron:
+    # netx: Delta for input layers, Sigma when the neuron has sigma_output, else SigmaDelta (ReLU
+    # whatever ``activation`` says), all with spike_exp = state_exp = 6.
+    none = loihi.CubaParams(0, 0, 0)
+    if role == "input":
+        return Neuron(none, neuron_models.Delta(int(n["vThMant"][()])))
+    if "sigma_output" in n:
+        return Neuron(none, neuron_models.Sigma())
+    return Neuron(none, neuron_models.SigmaDelta(int(n["vThMant"][()])))
+
+
+def _rf(n, where: str, role: str) -> Neuron:
+    kind = _str(n["type"])
+    if role != "complex":
+        raise NetxFormatError(f"{where}: {kind} neurons need complex synapses (weight/real and "
+                              f"weight/imag); {NETX} builds them only in such dense layers")
+    try:
+        m = neuron_models.Resonator.from_netx(int(n["vThMant"][()]), float(n["sinDecay"][()]),
+                                              float(n["cosDecay"][()]), "PHASE" not in kind)
+    except (KeyError, ValueError, ZeroDivisionError) as e:
+        raise NetxFormatError(f"{where}: {kind} neuron: {e}") from None
+    return Neuron(loihi.CubaParams(0, 0, 0), m)
+
+
+@dataclass(frozen=True)
+class NeuronType:
+    """One family of netx neuron types: which ``type`` strings it covers and how it is read."""
+    names: tuple[str, ...]
+    read: Callable[[h5py.Group, str, str], Neuron]   # (neuron group, where, role) -> Neuron
+    about: str
+
+    def covers(self, kind: str) -> bool:
+        # netx's own test for resonators is ``"RF" in type`` (RF_PHASE -> RF, others -> RF_IZ)
+        return kind in self.names or (self.names[0] == "RF_PHASE" and "RF" in kind)
+
+
+NEURON_TYPES: tuple[NeuronType, ...] = (
+    NeuronType(("CUBA", "LOIHI"), _cuba, "Loihi CUBA LIF (lava.proc.lif LIF / LIFReset)"),
+    NeuronType(("SDNN",), _sdnn, "sigma-delta with ReLU, graded spikes: Delta in an input "
+               "layer, Sigma with sigma_output, SigmaDelta otherwise (lava.proc.sdn)"),
+    NeuronType(("RF_PHASE", "RF_IZHIKEVICH"), _rf, "resonate-and-fire (lava.proc.rf RF for "
+               "RF_PHASE, lava.proc.rf_iz RF_IZ for other RF types), complex dense layers only"),
+)
+
+# netx's default neuron of a dense layer without one: a "non-leaky integrator" that never spikes
+_INTEGRATOR = Neuron(loihi.CubaParams(0, loihi.DECAY_UNITY, loihi.VTH_MANT_MAX), None, False)
+
+
+def _neuron(layer: h5py.Group, where: str, role: str = "hidden") -> Neuron:
+    if "neuron" not in layer:
+        if role == "complex":
+            raise NetxFormatError(f"{where}: a complex dense layer needs an RF neuron")
+        return _INTEGRATOR
+    n = layer["neuron"]
+    kind = _str(n["type"])
+    for t in NEURON_TYPES:
+        if t.covers(kind):
+            if role == "complex" and t.read is not _rf:
+                raise NetxFormatError(f"{where}: neuron type {kind!r} has no complex input "
+                                      f"({NETX} fails on it); complex layers need RF neurons")
+            return t.read(n, where, role)
+    known = ", ".join(x for t in NEURON_TYPES for x in t.names)
+    raise NetxFormatError(f"{where}: neuron type {kind!r} is unknown to netx ({known})")
+
+
+# ---------------------------------------------------------------------------------------------
 def lava_dense_weights(w: np.ndarray) -> tuple[np.ndarray, int]:
     """The integer weights and exponent Lava's bit-accurate Dense really uses for netx weights.
 
@@ -92,6 +167,14 @@ def lava_dense_weights(w: np.ndarray) -> tuple[np.ndarray, int]:
     ``truncate_weights`` with its own sign mode. Calling the same lava functions reproduces every
     corner (e.g. an all-non-positive matrix has -256 clipped to -255).
     """
+    (w_eff,), exp, _ = lava_dense_weight_parts([w])
+    return w_eff, exp
+
+
+def lava_dense_weight_parts(parts: list[np.ndarray]) -> tuple[list[np.ndarray], int, int]:
+    """``lava_dense_weights`` for matrices netx optimises together (``dense_rec``: input and
+    recurrent weights side by side) and then hands to separate Dense processes, each of which
+    clips and truncates with its own sign mode. Returns (effective weights, exponent, bits)."""
     import contextlib
     import io
 
@@ -99,19 +182,292 @@ def lava_dense_weights(w: np.ndarray) -> tuple[np.ndarray, int]:
     from lava.utils.weightutils import clip_weights, determine_sign_mode, truncate_weights
 
     with contextlib.redirect_stdout(io.StringIO()), np.errstate(all="ignore"):
-        w_opt, num_bits, exp, _ = optimize_weight_bits(np.asarray(w).astype(int))
-        mode = determine_sign_mode(w_opt)
-        w_eff = truncate_weights(clip_weights(w_opt, mode, num_bits=8), mode, num_bits)
-    return np.asarray(w_eff, dtype=np.int32), int(exp)
+        w_opt, num_bits, exp, _ = optimize_weight_bits(
+            np.hstack([np.asarray(p).astype(int) for p in parts]))
+        out, lo = [], 0
+        for p in parts:
+            part = w_opt[:, lo:lo + p.shape[1]]
+            lo += p.shape[1]
+            mode = determine_sign_mode(part)
+            out.append(np.asarray(truncate_weights(clip_weights(part, mode, num_bits=8), mode,
+                                                   num_bits), dtype=np.int32))
+    return out, int(exp), int(num_bits)
 
 
-def read(path: str | Path, input_shape: tuple[int, ...] | None = None) -> Network:
+# ---------------------------------------------------------------------------------------------
+# Layer types: one entry per netx ``type``; each reads its layer into groups and synapses.
+
+@dataclass
+class _Reader:
+    path: Path
+    input_shape: tuple[int, ...] | None
+    groups: list[NeuronGroup] = field(default_factory=list)
+    synapses: list[Synapse] = field(default_factory=list)
+    layers: list[dict] = field(default_factory=list)      # per block: index, type, group
+    prev: NeuronGroup | None = None
+
+    def source(self, layer, kind: str, where: str, n_in: int | None = None) -> NeuronGroup:
+        """The group feeding this layer: the previous block, or a source made for the input."""
+        if self.prev is None:
+            shape = self.input_shape
+            if shape is None and n_in is not None:
+                shape = (n_in,)
+            if shape is None:
+                raise NetxFormatError(f"{where}: the network starts with a {kind} layer; give "
+                                      f"the input shape (C, H, W) (netx: Input shape could not "
+                                      f"be inferred)")
+            self.prev = NeuronGroup("input", tuple(int(s) for s in shape),
+                                    loihi.CubaParams(0, 0, 0), source=True)
+            self.groups.append(self.prev)
+        return self.prev
+
+    def add(self, i: int, kind: str, g: NeuronGroup, *syns: Synapse) -> None:
+        self.groups.append(g)
+        self.synapses.extend(syns)
+        self.layers.append({"index": i, "type": kind, "group": g.name})
+        self.prev = g
+
+
+def _group(i: int, shape, n: Neuron, bias=None) -> NeuronGroup:
+    return NeuronGroup(f"layer{i}", tuple(shape), n.params, bias=bias,
+                       readout=n.model is None and not n.spiking, model=n.model)
+
+
+def _bias(layer, shape, where, n: Neuron) -> np.ndarray | None:
+    if "bias" not in layer:
+        return None
+    if n.model is not None and not getattr(n.model, "has_bias", False):
+        return None                                     # Sigma / RF: netx gives them no bias
+    b = np.asarray(layer["bias"][()]).astype(int)    # netx: astype(int)
+    if len(shape) == 1:
+        out = b.reshape(shape) if b.size == shape[0] else b.reshape(-1)[:1]
+    elif b.ndim == 3 and b.shape == tuple(shape[::-1]):  # full bias in netx (x, y, z) order
+        out = b.transpose(2, 1, 0).copy()
+    elif b.ndim == 1 and b.size == shape[0]:
+        out = b.reshape(shape[0], 1, 1)
+    else:
+        raise NetxFormatError(f"{where}: bias of shape {b.shape} could not be broadcast to "
+                              f"neuron of shape {tuple(shape[::-1])} (x, y, z)")
+    return out.astype(np.int32).astype(np.int64)      # netx: bias_mant.astype(np.int32)
+
+
+def _read_input(r: _Reader, layer, i: int, where: str) -> None:
+    shape = _shape(layer)
+    if len(shape) not in (1, 3):
+        raise NetxFormatError(f"{where}: input shape {shape} is neither (C,) nor (C, H, W)")
+    if "neuron" not in layer:                 # netx: only sets the input shape
+        if r.prev is None:
+            r.input_shape = shape
+            r.source(layer, "input", where)
+        return
+    if "bias" in layer and np.asarray(layer["bias"][()]).size != 1:
+        raise NetxFormatError(f"{where}: input bias of {np.asarray(layer['bias'][()]).size} "
+                              f"values (netx: int(bias) needs a single value)")
+    n = _neuron(layer, where, role="input")
+    r.add(i, "input", _group(i, shape, n))     # netx ignores an input layer's bias/weight
+
+
+def _delay(layer, w_shape, where) -> np.ndarray | None:
+    """netx's delay handling: clamp to [0, 62] only when some delay exceeds 62, truncate to int,
+    expand per output / per input; a negative delay matches no slot of DelayDense and drops."""
+    if "delay" not in layer:
+        return None
+    d = np.asarray(layer["delay"][()])
+    if d.max() > loihi.MAX_AXON_DELAY:
+        d = np.clip(d, 0, loihi.MAX_AXON_DELAY)
+    if d.ndim == 0:
+        d = np.full(w_shape, d)
+    elif d.ndim == 1:
+        if d.size == w_shape[0]:
+            d = np.repeat(d.reshape(-1, 1), w_shape[1], axis=1)
+        elif d.size == w_shape[1]:
+            d = np.repeat(d.reshape(1, -1), w_shape[0], axis=0)
+        else:
+            raise NetxFormatError(f"{where}: Found invalid delay of shape {d.shape} to be "
+                                  f"incompatible with weight of shape {w_shape}.")
+    if d.shape != tuple(w_shape):
+        raise NetxFormatError(f"{where}: delay of shape {d.shape} does not match weight of "
+                              f"shape {w_shape}")
+    return d.astype(int)
+
+
+def _dense_weight(layer, key, n_out, where) -> np.ndarray:
+    w = np.asarray(layer[key][()]).astype(int)
+    return w.reshape(n_out, -1) if w.ndim == 1 else w
+
+
+def _delay_synapse(name, src, dst, w, exp, d, port="") -> Synapse:
+    if d is None:
+        return Synapse(name, src, dst, "dense", w, weight_exp=exp, port=port)
+    w = np.where(d >= 0, w, 0).astype(np.int32)       # negative delays never deliver
+    d = np.maximum(d, 0)
+    if (d == d.flat[0]).all():
+        return Synapse(name, src, dst, "dense", w, weight_exp=exp, delay=int(d.flat[0]),
+                       port=port)
+    if (d == d[:, :1]).all():
+        d = d[:, :1]                                   # per output neuron
+    elif (d == d[:1, :]).all():
+        d = d[:1, :]                                   # per input neuron
+    return Synapse(name, src, dst, "dense", w, weight_exp=exp, delay=d.astype(np.int64),
+                   port=port)
+
+
+def _read_dense(r: _Reader, layer, i: int, where: str, kind: str = "dense") -> None:
+    shape = (int(np.prod(np.asarray(layer["shape"][()]))),)
+    if "weight/imag" in layer:                         # netx's own test for ComplexDense
+        return _read_complex(r, layer, i, where, kind)
+    rec = kind == "dense_rec"
+    w = _dense_weight(layer, "weight", shape[0], where)
+    prev = r.source(layer, kind, where, n_in=w.shape[1])
+    if w.shape != (shape[0], prev.size):
+        raise NetxFormatError(f"{where}: dense weight {w.shape} does not connect "
+                              f"{prev.size} inputs to {shape[0]} neurons")
+    parts = [w]
+    if rec:
+        if "weight_rec" not in layer:
+            raise NetxFormatError(f"{where}: dense_rec layer without weight_rec")
+        parts.append(_dense_weight(layer, "weight_rec", shape[0], where))
+        if parts[1].shape != (shape[0], shape[0]):
+            raise NetxFormatError(f"{where}: weight_rec {parts[1].shape} is not "
+                                  f"({shape[0]}, {shape[0]})")
+    if not any(p.any() for p in parts):
+        raise NetxFormatError(f"{where}: all-zero weights (netx cannot optimise them)")
+    effs, exp, _ = lava_dense_weight_parts(parts)
+    n = _neuron(layer, where)
+    d = _delay(layer, w.shape, where)
+    g = _group(i, shape, n, _bias(layer, shape, where, n))
+    syns = []
+    if rec and d is not None:
+        # netx's RecurrentDense builds both DelayDense synapses with the same delay matrix and
+        # without the weight exponent: the optimised weights act unscaled.
+        if d.shape != (shape[0], shape[0]):
+            raise NetxFormatError(f"{where}: dense_rec delays {d.shape} cannot serve the "
+                                  f"recurrent weights ({shape[0]}, {shape[0]}) (netx fails)")
+        exp = 0
+    syns.append(_delay_synapse(g.name, prev.name, g.name, effs[0], exp, d))
+    if rec:
+        syns.append(_delay_synapse(g.name + "/rec", g.name, g.name, effs[1], exp, d))
+    r.add(i, kind, g, *syns)
+
+
+def _read_complex(r: _Reader, layer, i: int, where: str, kind: str) -> None:
+    """netx ComplexDense: real and imaginary dense synapses into an RF neuron's two inputs, each
+    weight matrix optimised on its own; no bias, no delay."""
+    shape = (int(np.prod(np.asarray(layer["shape"][()]))),)
+    if "weight/imag" not in layer:
+        raise NetxFormatError(f"{where}: weight/real without weight/imag")
+    wr = _dense_weight(layer, "weight/real", shape[0], where)
+    wi = _dense_weight(layer, "weight/imag", shape[0], where)
+    prev = r.source(layer, kind, where, n_in=wr.shape[1])
+    for w in (wr, wi):
+        if w.shape != (shape[0], prev.size):
+            raise NetxFormatError(f"{where}: complex weight {w.shape} does not connect "
+                                  f"{prev.size} inputs to {shape[0]} neurons")
+        if not w.any():
+            raise NetxFormatError(f"{where}: all-zero weights (netx cannot optimise them)")
+    n = _neuron(layer, where, role="complex")
+    (er,), exp_r, _ = lava_dense_weight_parts([wr])
+    (ei,), exp_i, _ = lava_dense_weight_parts([wi])
+    g = _group(i, shape, n)
+    r.add(i, kind, g, Synapse(g.name, prev.name, g.name, "dense", er, weight_exp=exp_r),
+          Synapse(g.name + "/imag", prev.name, g.name, "dense", ei, weight_exp=exp_i,
+                  port="imag"))
+
+
+def _read_dense_comp(r: _Reader, layer, i: int, where: str) -> None:
+    if "weight/real" not in layer:
+        raise NetxFormatError(f"{where}: dense_comp layer without weight/real, weight/imag")
+    _read_complex(r, layer, i, where, "dense_comp")
+
+
+def _conv_out(in_hw, k, stride, padding, dilation) -> tuple[int, int]:
+    return tuple((in_hw[j] + 2 * padding[j] - dilation[j] * (k[j] - 1) - 1) // stride[j] + 1
+                 for j in range(2))
+
+
+def _geometry(layer) -> tuple[tuple[int, int], ...]:
+    get = lambda key, dflt: _pair(layer[key][()]) if key in layer else (dflt, dflt)  # noqa: E731
+    return get("stride", 1), get("padding", 0), get("dilation", 1)
+
+
+def _read_conv(r: _Reader, layer, i: int, where: str) -> None:
+    shape = _shape(layer)
+    prev = r.source(layer, "conv", where)
+    if len(shape) != 3 or len(prev.shape) != 3:
+        raise NetxFormatError(f"{where}: conv needs (C, H, W) shapes, got {prev.shape} -> {shape}")
+    w = np.asarray(layer["weight"][()]).astype(int)
+    w = w.reshape(w.shape[:4])
+    stride, padding, dilation = _geometry(layer)
+    groups = int(np.asarray(layer["groups"][()]).reshape(-1)[0]) if "groups" in layer else 1
+    c_in = prev.shape[0]
+    if w.shape[0] != shape[0] or w.shape[1] * groups != c_in:
+        raise NetxFormatError(f"{where}: conv weight {w.shape} (groups {groups}) does not map "
+                              f"{c_in} to {shape[0]} channels")
+    out_hw = _conv_out(prev.shape[1:], w.shape[2:], stride, padding, dilation)
+    if out_hw != shape[1:]:
+        raise NetxFormatError(f"{where}: Expected synapse output shape to be "
+                              f"{tuple(shape[::-1])}, found {(*out_hw[::-1], shape[0])} (x, y, z)")
+    n = _neuron(layer, where)
+    g = _group(i, shape, n, _bias(layer, shape, where, n))
+    r.add(i, "conv", g, Synapse(g.name, prev.name, g.name, "conv", w.astype(np.int32),
+                                stride=stride, padding=padding, dilation=dilation, groups=groups))
+
+
+def _not_in_netx(kind: str, reason: str):
+    def read(r: _Reader, layer, i: int, where: str) -> None:
+        raise NetxFormatError(f"{where}: layer type {kind!r} is not supported: {reason}")
+    return read
+
+
+@dataclass(frozen=True)
+class LayerType:
+    """One netx layer ``type``: how it is read, and what stock netx does with it.
+
+    netx: "block" (netx builds a Lava block for it), "flatten" (netx reshapes the next
+    connection), or the exception stock netx raises on it (then ``mksgn run --engine lava``
+    runs the graph through ``deploy.lava_graph.LavaNetwork`` instead of netx)."""
+    name: str
+    read: Callable[[_Reader, h5py.Group, int, str], None]
+    netx: str
+    about: str
+
+
+def _read_flatten(r: _Reader, layer, i: int, where: str) -> None:
+    pass   # dense synapses index the row-major (C, T, V) flattening already
+
+
+LAYER_TYPES: dict[str, LayerType] = {t.name: t for t in (
+    LayerType("input", _read_input, "block",
+              "with a neuron: a neuron layer driven by its input currents (or bias); without: "
+              "the input shape of the first synapse layer's spikes"),
+    LayerType("flatten", _read_flatten, "flatten", "the next dense layer reads (C, H, W) "
+              "row-major; implicit in our dense synapses"),
+    LayerType("dense", _read_dense, "block", "Dense (DelayDense with a delay dataset); "
+              "weight/real + weight/imag: ComplexDense into RF neurons"),
+    LayerType("dense_rec", lambda r, la, i, w: _read_dense(r, la, i, w, "dense_rec"), "block",
+              "RecurrentDense: input and recurrent dense synapses into one neuron layer"),
+    LayerType("conv", _read_conv, "block", "Conv (delays ignored, as netx does)"),
+    LayerType("dense_comp", _read_dense_comp,
+              "AttributeError: 'Network' object has no attribute 'create_complex_dense'",
+              "our semantics: the ComplexDense block netx builds for a complex dense layer"),
+)}
+
+
+def _netx_missing(kind: str) -> str:
+    return f"NotImplementedError: {kind} is not implemented."
+
+
+def read(path: str | Path, input_shape: tuple[int, ...] | None = None,
+         num_layers: int | None = None) -> Network:
     """Read the ``/layer`` section of a netx file into a ``Network``.
 
     Groups are named ``layer<i>`` after the file's layer index (a neuron-less input layer, or an
     ``input_shape`` given for a file that starts with a synapse layer, becomes the source group
-    ``input``). input_shape is in our (C, T, V) / (N,) order. Raises NetxFormatError for anything
-    outside input/flatten/dense/conv with CUBA/LOIHI neurons.
+    ``input``). input_shape is in our (C, T, V) / (N,) order; num_layers reads only the first N
+    layer entries (netx's ``num_layers``). ``meta["layers"]`` lists the blocks in order (index,
+    type, group), ``meta["netx"]`` what stock netx does with the file ("ok" or its exception).
+    Raises NetxFormatError (naming the layer index and type) for what neither netx nor mksgn
+    defines.
     """
     path = Path(path)
     with h5py.File(path, "r") as h5:
@@ -119,130 +475,37 @@ def read(path: str | Path, input_shape: tuple[int, ...] | None = None) -> Networ
             raise NetxFormatError(f"{path}: no /layer section (not a netx network file)")
         layers = h5["layer"]
         n_layers = len(layers)
-        groups: list[NeuronGroup] = []
-        synapses: list[Synapse] = []
-        prev: NeuronGroup | None = None
+        if num_layers is not None:
+            n_layers = min(n_layers, int(num_layers))
+        r = _Reader(path, tuple(input_shape) if input_shape is not None else None)
+        netx_says = "ok"
         for i in range(n_layers):
-            where = f"{path}: layer {i}"
+            if str(i) not in layers or "type" not in layers[str(i)]:
+                raise NetxFormatError(f"{path}: layer {i}: missing (layers must be numbered "
+                                      f"0..{len(layers) - 1}, each with a type)")
             layer = layers[str(i)]
             kind = _str(layer["type"])
-            if kind == "input":
-                shape = tuple(int(s) for s in np.asarray(layer["shape"][()]).reshape(-1))
-                if len(shape) not in (1, 3):
-                    raise NetxFormatError(f"{where}: input shape {shape} is neither (C,) nor "
-                                          f"(C, H, W)")
-                if "neuron" in layer:
-                    params, spiking = _neuron(layer, where)
-                    g = NeuronGroup(f"layer{i}", shape, params, readout=not spiking)
-                else:
-                    g = NeuronGroup("input", shape, loihi.CubaParams(0, 0, 0), source=True)
-                groups.append(g)
-                prev = g
-            elif kind == "flatten":
-                continue   # dense synapses index the row-major (C, T, V) flattening already
-            elif kind in ("dense", "conv"):
-                if prev is None:
-                    prev = _first_source(layer, kind, input_shape, where)
-                    groups.append(prev)
-                params, spiking = _neuron(layer, where)
-                if kind == "dense":
-                    g, syn = _read_dense(layer, i, prev, params, spiking, where)
-                else:
-                    g, syn = _read_conv(layer, i, prev, params, spiking, where)
-                groups.append(g)
-                synapses.append(syn)
-                prev = g
-            else:
-                raise NetxFormatError(f"{where}: layer type {kind!r} is not supported "
-                                      f"(only input, flatten, dense, conv)")
-    if not any(not g.source for g in groups):
+            where = f"{path}: layer {i} ({kind})"
+            entry = LAYER_TYPES.get(kind)
+            if entry is None:
+                known = ", ".join(LAYER_TYPES)
+                raise NetxFormatError(f"{path}: layer {i}: layer type {kind!r} is not supported "
+                                      f"(known: {known})")
+            try:
+                entry.read(r, layer, i, where)
+            except KeyError as e:
+                raise NetxFormatError(f"{where}: missing dataset {e}") from None
+            if entry.netx not in ("block", "flatten") and netx_says == "ok":
+                netx_says = f"layer {i} ({kind}): {entry.netx}"
+    if not any(not g.source for g in r.groups):
         raise NetxFormatError(f"{path}: no neuron layers")
-    last = groups[-1]
-    net = Network(groups=groups, synapses=synapses, num_steps=1,
+    last = r.groups[-1]
+    net = Network(groups=r.groups, synapses=r.synapses, num_steps=1,
                   readout=last.name if last.readout else "",
-                  meta={"source": "netx", "file": str(path)})
+                  meta={"source": "netx", "file": str(path), "layers": r.layers,
+                        "netx": netx_says})
     net.validate()
     return net
-
-
-def _first_source(layer, kind, input_shape, where) -> NeuronGroup:
-    if input_shape is None:
-        if kind == "dense":
-            w = np.asarray(layer["weight"][()])
-            n_in = int(w.shape[1]) if w.ndim == 2 else int(layer["inFeatures"][()])
-            input_shape = (n_in,)
-        else:
-            raise NetxFormatError(f"{where}: the network starts with a conv layer; give the input "
-                                  f"shape (C, H, W)")
-    return NeuronGroup("input", tuple(int(s) for s in input_shape), loihi.CubaParams(0, 0, 0),
-                       source=True)
-
-
-def _bias(layer, shape, where) -> np.ndarray | None:
-    if "bias" not in layer:
-        return None
-    b = np.asarray(layer["bias"][()]).astype(int)    # netx: astype(int)
-    if len(shape) == 1:
-        return b.reshape(shape) if b.size == shape[0] else b.reshape(-1)[:1]
-    if b.ndim == 3 and b.shape == tuple(shape[::-1]):  # full bias in netx (x, y, z) order
-        return b.transpose(2, 1, 0).copy()
-    if b.ndim == 1 and b.size == shape[0]:
-        return b.reshape(shape[0], 1, 1)
-    raise NetxFormatError(f"{where}: bias of shape {b.shape} does not fit layer shape {shape}")
-
-
-def _read_dense(layer, i, prev, params, spiking, where):
-    shape = (int(np.prod(np.asarray(layer["shape"][()]))),)
-    w = np.asarray(layer["weight"][()]).astype(int)
-    if w.ndim == 1:
-        w = w.reshape(shape[0], -1)
-    if w.shape != (shape[0], prev.size):
-        raise NetxFormatError(f"{where}: dense weight {w.shape} does not connect "
-                              f"{prev.size} inputs to {shape[0]} neurons")
-    if w.max() == 0 and w.min() == 0:
-        raise NetxFormatError(f"{where}: all-zero weights (netx cannot optimise them)")
-    w, weight_exp = lava_dense_weights(w)
-    delay: int | np.ndarray = 0
-    if "delay" in layer:
-        d = np.clip(np.asarray(layer["delay"][()]), 0, 62).astype(np.int64)
-        if d.ndim == 0:
-            delay = int(d)
-        elif d.size == w.shape[0]:
-            delay = d.reshape(-1, 1)
-        elif d.size == w.shape[1]:
-            delay = d.reshape(1, -1)
-        else:
-            raise NetxFormatError(f"{where}: delay of shape {d.shape} fits neither "
-                                  f"{w.shape[0]} outputs nor {w.shape[1]} inputs")
-    g = NeuronGroup(f"layer{i}", shape, params, bias=_bias(layer, shape, where),
-                    readout=not spiking)
-    syn = Synapse(f"layer{i}", prev.name, g.name, "dense", w, weight_exp=weight_exp, delay=delay)
-    return g, syn
-
-
-def _read_conv(layer, i, prev, params, spiking, where):
-    shape = tuple(int(s) for s in np.asarray(layer["shape"][()]).reshape(-1))
-    if len(shape) != 3 or len(prev.shape) != 3:
-        raise NetxFormatError(f"{where}: conv needs (C, H, W) shapes, got {prev.shape} -> {shape}")
-    w = np.asarray(layer["weight"][()]).astype(int)
-    w = w.reshape(w.shape[:4])
-    stride, padding = _pair(layer["stride"][()]), _pair(layer["padding"][()])
-    dilation = _pair(layer["dilation"][()])
-    groups = int(np.asarray(layer["groups"][()]).reshape(-1)[0])
-    c_in = prev.shape[0]
-    if w.shape[0] != shape[0] or w.shape[1] * groups != c_in:
-        raise NetxFormatError(f"{where}: conv weight {w.shape} (groups {groups}) does not map "
-                              f"{c_in} to {shape[0]} channels")
-    out_hw = tuple((prev.shape[1 + k] + 2 * padding[k] - dilation[k] * (w.shape[2 + k] - 1) - 1)
-                   // stride[k] + 1 for k in range(2))
-    if out_hw != shape[1:]:
-        raise NetxFormatError(f"{where}: conv output {out_hw} from input {prev.shape[1:]} does "
-                              f"not match layer shape {shape[1:]}")
-    g = NeuronGroup(f"layer{i}", shape, params, bias=_bias(layer, shape, where),
-                    readout=not spiking)
-    syn = Synapse(f"layer{i}", prev.name, g.name, "conv", w.astype(np.int32), stride=stride,
-                  padding=padding, dilation=dilation, groups=groups)
-    return g, syn
 
 
 # ---------------------------------------------------------------------------------------------
