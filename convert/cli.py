@@ -21,16 +21,18 @@ def convert(checkpoint: Path, out: Path, teacher: Path | None, force: bool, wide
 
     \b
     Writes, all or nothing, into --out DIR:
-      model.net           HDF5: /mksgn graph section (every node and edge, integer weights,
-                          CUBA parameters, encoders); for a chain student also a /layer section
-                          that stock lava-dl netx loads (docs/netfile.md)
-      manifest.json       versions, source config, input encoding, per-layer table with
-                          quantisation error
-      compat.json         per node: native / workaround / host / unsupported on Loihi, and the
-                          chip resources against one Loihi 2
+      model.net           HDF5: /mksgn graph section (every node and edge, integer
+                          weights, CUBA parameters, encoders); for a chain student
+                          also a /layer section that stock lava-dl netx loads
+                          (docs/netfile.md)
+      manifest.json       versions, source config, input encoding, per-layer table
+                          with quantisation error
+      compat.json         per node: native / workaround / host / unsupported on
+                          Loihi, and the chip resources against one Loihi 2
       student_float.onnx  the float rate-coded ANN counterpart of the student
       teacher.onnx        the teacher (with --teacher)
       student.pt          the student checkpoint (deploy compares against it)
+
     Prints the nodes that are not native, the chip resources and the verdict (every node:
     compat.json, or --wide).
 

@@ -75,11 +75,10 @@ def energy(ctx: click.Context, net_dir: Path | None, profile_names: tuple[str, .
            list_profiles: bool, wide: bool) -> None:
     """Per-layer energy of a converted student from the spikes it fires, and of its teacher.
 
-    \b
     DIR is a `mksgn convert` output (model.net, manifest.json, teacher.onnx). Spikes come from
     --activity (a `mksgn simulate` output) or are measured now on --samples test samples of
-    --data with the fast engine (kept in OUT/activity/). Per layer: synaptic operations = spikes x exact fan-out,
-    neuron updates, spike deliveries, encoder MACs; priced on each --profile. The teacher's MACs
+    --data with the fast engine (kept in OUT/activity/). Per layer: synaptic operations =
+    spikes x exact fan-out, neuron updates, spike deliveries, encoder MACs; priced on each --profile. The teacher's MACs
     come from DIR/teacher.onnx (or --teacher-macs). Writes OUT/energy.json, energy.csv (every
     layer on every profile) and energy.png; prints the totals, the layers using the most energy
     and the reduction (every layer: --wide). Profiles: hw_profiles/README.md.
@@ -87,7 +86,7 @@ def energy(ctx: click.Context, net_dir: Path | None, profile_names: tuple[str, .
     \b
     Example:
       mksgn energy runs/demo/convert --activity runs/demo/sim \\
-          --profile loihi --profile cmos45nm_fp32 --out runs/demo/energy
+        --profile loihi --profile cmos45nm_fp32 --out runs/demo/energy
     """
     if list_profiles:
         _list_profiles()

@@ -115,9 +115,11 @@ def test_energy_wide_prints_every_layer(converted, tmp_path):
     assert "\u2026" not in res.output
 
 
-def test_other_tables_fit_80_columns():
+def test_other_output_fits_80_columns():
     assert_fits_80(invoke80("energy", "--list-profiles"))
     assert_fits_80(invoke80("doctor"))
+    for verb in ("convert", "energy"):
+        assert_fits_80(invoke80(verb, "--help"))
 
 
 # ---------------------------------------------------------------------------------------------
