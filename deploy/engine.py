@@ -169,6 +169,8 @@ class _PreparedSynapse:
         rows = np.abs(w).reshape(w.shape[0], -1).sum(axis=1)
         if syn.kind == "graph":   # w (O, I, V, U): a row is an (o, v) pair summing over (i, u)
             rows = np.abs(w).sum(axis=(1, 3)).reshape(-1)
+        elif syn.kind == "convT":  # w (I, O/g, kt, kv): an output sums at most all of (i, kt, kv)
+            rows = np.abs(w).sum(axis=(0, 2, 3)).reshape(-1)
         bound = int(rows.max(initial=0)) * max(1, max_input)
         # largest |a| this synapse can deliver (after the exponent), for the in-range fast path
         self.a_bound = (bound << syn.weight_exp) if syn.weight_exp >= 0 \
@@ -192,7 +194,7 @@ class _PreparedSynapse:
                               for d in np.unique(dl)]
             else:
                 self.slots = [(int(syn.delay), t(w2.T.copy()))]
-        elif syn.kind == "conv":
+        elif syn.kind in ("conv", "convT"):
             self.slots = [(int(syn.delay), t(w))]
         elif syn.kind == "graph":
             o, i, vv, u = w.shape
@@ -218,6 +220,10 @@ class _PreparedSynapse:
             elif syn.kind == "conv":
                 acc = F.conv2d(x, w, stride=tuple(syn.stride), padding=tuple(syn.padding),
                                dilation=tuple(syn.dilation), groups=syn.groups)
+            elif syn.kind == "convT":
+                acc = F.conv_transpose2d(x, w, stride=tuple(syn.stride),
+                                         padding=tuple(syn.padding),
+                                         dilation=tuple(syn.dilation), groups=syn.groups)
             else:  # graph: (N, I, T, U) -> (N*T, I*U) @ (I*U, O*V) -> (N, O, T, V)
                 _, i, tt, u = x.shape
                 acc = x.permute(0, 2, 1, 3).reshape(n * tt, i * u) @ w
@@ -436,10 +442,13 @@ class Engine:
                     name = g.name
                     st = state[name]
                     if g.model is not None:
+                        a = a_in[name]
+                        if a is None:
+                            a = torch.zeros((n, *g.shape), dtype=torch.int64, device=dev)
                         if b_in[name] is not None or getattr(g.model, "ports", None):
-                            s = g.model.step(st, a_in[name], bias_eff.get(name, 0), b_in[name])
+                            s = g.model.step(st, a, bias_eff.get(name, 0), b_in[name])
                         else:
-                            s = g.model.step(st, a_in[name], bias_eff.get(name, 0))
+                            s = g.model.step(st, a, bias_eff.get(name, 0))
                         new_s[name] = s
                         continue
                     if reset_interval and (t + 1) % reset_interval == \

@@ -148,6 +148,10 @@ def unroll(syn: Synapse, src: NeuronGroup, dst: NeuronGroup):
     from scipy.sparse import coo_matrix, csr_matrix
 
     w = np.asarray(syn.weight).astype(np.int64)
+    if syn.kind == "convT":   # the adjoint of the conv with the same weights and geometry
+        fwd = Synapse(syn.name, syn.dst, syn.src, "conv", w, stride=syn.stride,
+                      padding=syn.padding, dilation=syn.dilation, groups=syn.groups)
+        return unroll(fwd, dst, src).T.tocsr()
     if syn.kind == "dense":
         m = csr_matrix(w.reshape(dst.size, src.size))
         m.eliminate_zeros()
@@ -630,4 +634,45 @@ def run_netx(path: str | Path, steps: int, *, input_spikes: np.ndarray | None = 
             res.spikes[n] = d.astype(np.int64) if graded[n] else d.astype(bool)
     finally:
         session.close()
+    return res
+
+
+def run_netx_graph(path: str | Path, steps: int, *, input_spikes: np.ndarray | None = None,
+                   input_current: np.ndarray | None = None,
+                   input_bias: np.ndarray | None = None, reset_interval: int | None = None,
+                   record: Iterable[str] = ("s",), timeout: float | None = None,
+                   num_layers: int | None = None,
+                   input_shape: tuple[int, ...] | None = None) -> LavaResult:
+    """A netx file that stock netx cannot build (``pool``, ``convT``, ``unpool``, ``concat``:
+    ``mksgn.netx_io`` gives them mksgn's semantics) run in Lava ``fixed_pt`` all the same: the
+    network ``netx_io.read`` makes of it, built from Lava processes by ``LavaNetwork`` (LIF,
+    Dense/Sparse/Conv). Same arguments and result as ``run_netx``. CUBA neurons only (netx's
+    other neuron models have no builder here); raises LavaError naming what is missing."""
+    from mksgn import netx_io
+
+    try:
+        net = netx_io.read(path, input_shape=input_shape, num_layers=num_layers)
+    except netx_io.NetxFormatError as e:
+        raise LavaError(str(e)) from None
+    for g in net.groups:
+        if g.model is not None:
+            raise LavaError(f"{path}: {net.meta['netx']}; and layer {g.name[5:]}'s "
+                            f"{type(g.model).__name__} neurons have no Lava builder outside netx")
+    if any(s.port for s in net.synapses):
+        raise LavaError(f"{path}: {net.meta['netx']}; complex synapses need netx")
+    first = net.groups[0]
+    kw: dict = {}
+    if input_spikes is not None:
+        kw["source_spikes"] = {first.name: np.asarray(input_spikes)}
+    if input_bias is not None:
+        kw["biases"] = {first.name: np.asarray(input_bias)}
+    if input_current is not None:
+        kw["currents"] = {first.name: np.asarray(input_current)}
+    record = tuple(record)
+    with LavaNetwork(net, reset_interval=reset_interval, num_steps=steps,
+                     timeout=timeout) as ln:
+        if input_current is not None:
+            ln.add_current_input(first.name)
+        res = ln.run(record=tuple(set(record) | {"s"}), **kw)
+    res.states = {k: getattr(res, k) for k in ("u", "v") if k in record}
     return res

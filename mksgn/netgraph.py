@@ -11,6 +11,8 @@ Semantics (one time step t, all integer; constants from ``mksgn.loihi``):
   - ``dense``: weight (N_dst, N_src) over the flattened groups (row-major (C, T, V) order);
   - ``conv``:  weight (C_dst, C_src, k_t, k_v), 2-D convolution over (T, V) with ``stride``,
     ``padding``, ``dilation``, ``groups`` (torch ``conv2d`` semantics, cross-correlation);
+  - ``convT``: weight (C_src, C_dst/groups, k_t, k_v), the transposed convolution (torch
+    ``conv_transpose2d``, no output padding), the adjoint of ``conv`` with the same geometry;
   - ``graph``: weight (C_dst, C_src, V, V); ``a[o, t, v] = sum_{i, u} w[o, i, v, u] s[i, t, u]``
     (a graph convolution over joints, the same at every frame; stride 1 over T).
 - A ``JointAttention`` (spiking self-attention over joints, Spikformer-style, no softmax) delivers to
@@ -63,7 +65,7 @@ from mksgn.loihi import CubaParams
 FORMAT = "mksgn-net"
 FORMAT_VERSION = 1
 
-SynapseKind = Literal["dense", "conv", "graph"]
+SynapseKind = Literal["dense", "conv", "convT", "graph"]
 
 
 @dataclass
@@ -94,7 +96,7 @@ class Synapse:
     weight_exp: int = 0
     delay: int | np.ndarray = 0        # extra steps beyond the one-step synaptic delay (dense:
                                        # may be an int array broadcastable to (N_dst, N_src))
-    stride: tuple[int, int] = (1, 1)   # conv only
+    stride: tuple[int, int] = (1, 1)   # conv and convT only
     padding: tuple[int, int] = (0, 0)
     dilation: tuple[int, int] = (1, 1)
     groups: int = 1

@@ -205,6 +205,7 @@ class _Reader:
     synapses: list[Synapse] = field(default_factory=list)
     layers: list[dict] = field(default_factory=list)      # per block: index, type, group
     prev: NeuronGroup | None = None
+    concat: list[NeuronGroup] | None = None               # parts of a pending concat layer
 
     def source(self, layer, kind: str, where: str, n_in: int | None = None) -> NeuronGroup:
         """The group feeding this layer: the previous block, or a source made for the input."""
@@ -223,7 +224,11 @@ class _Reader:
 
     def add(self, i: int, kind: str, g: NeuronGroup, *syns: Synapse) -> None:
         self.groups.append(g)
-        self.synapses.extend(syns)
+        for syn in syns:
+            src = self.concat if syn.src == _CONCAT else None
+            self.synapses.extend(_split(syn, src) if src is not None else [syn])
+        if any(syn.src == _CONCAT for syn in syns):
+            self.concat = None
         self.layers.append({"index": i, "type": kind, "group": g.name})
         self.prev = g
 
@@ -413,6 +418,172 @@ def _read_conv(r: _Reader, layer, i: int, where: str) -> None:
                                 stride=stride, padding=padding, dilation=dilation, groups=groups))
 
 
+def _kernel(layer, where) -> tuple[int, int]:
+    if "kernelSize" in layer:
+        return _pair(layer["kernelSize"][()])
+    if "weight" in layer:
+        w = np.asarray(layer["weight"][()])
+        if w.ndim >= 4:
+            return int(w.shape[2]), int(w.shape[3])
+    raise NetxFormatError(f"{where}: no kernelSize")
+
+
+def _read_pool(r: _Reader, layer, i: int, where: str, kind: str = "pool") -> None:
+    """pool / unpool (mksgn's semantics; netx raises NotImplementedError): slayer's per-channel
+    sum pooling (a conv) or unpooling (a transposed conv) with one integer kernel shared by every
+    channel: weight scalar or (kH, kW) (slayer writes (1, 1, kH, kW)), default 1."""
+    shape = _shape(layer)
+    prev = r.source(layer, kind, where)
+    if len(shape) != 3 or len(prev.shape) != 3:
+        raise NetxFormatError(f"{where}: {kind} needs (C, H, W) shapes, got {prev.shape} -> "
+                              f"{shape}")
+    k = _kernel(layer, where)
+    stride = _pair(layer["stride"][()]) if "stride" in layer else k
+    _, padding, dilation = _geometry(layer)
+    w = np.asarray(layer["weight"][()]).astype(int).reshape(-1) if "weight" in layer \
+        else np.ones(1, int)
+    if w.size not in (1, k[0] * k[1]):
+        raise NetxFormatError(f"{where}: {kind} weight of {w.size} values fits neither one "
+                              f"shared value nor the {k[0]}x{k[1]} kernel")
+    c = prev.shape[0]
+    if shape[0] != c:
+        raise NetxFormatError(f"{where}: {kind} keeps channels: {c} in, {shape[0]} out")
+    weight = np.ascontiguousarray(np.broadcast_to(w.reshape(k) if w.size > 1 else w[0],
+                                                  (c, 1, *k))).astype(np.int32)
+    transposed = kind == "unpool"
+    out_hw = _convT_out(prev.shape[1:], k, stride, padding, dilation) if transposed \
+        else _conv_out(prev.shape[1:], k, stride, padding, dilation)
+    if out_hw != shape[1:]:
+        raise NetxFormatError(f"{where}: {kind} output {out_hw} from input {prev.shape[1:]} does "
+                              f"not match layer shape {shape[1:]}")
+    n = _neuron(layer, where)
+    g = _group(i, shape, n, _bias(layer, shape, where, n))
+    r.add(i, kind, g, Synapse(g.name, prev.name, g.name, "convT" if transposed else "conv",
+                              weight, stride=stride, padding=padding, dilation=dilation,
+                              groups=c))
+
+
+def _convT_out(in_hw, k, stride, padding, dilation) -> tuple[int, int]:
+    return tuple((in_hw[j] - 1) * stride[j] - 2 * padding[j] + dilation[j] * (k[j] - 1) + 1
+                 for j in range(2))
+
+
+def _read_convT(r: _Reader, layer, i: int, where: str) -> None:
+    """convT (mksgn's semantics; netx raises NotImplementedError): slayer's transposed
+    convolution, weight (in, out/groups, kH, kW) as slayer writes it, integer as netx reads conv
+    weights; the 32-bit sum of ``torch.conv_transpose2d`` (no output padding)."""
+    shape = _shape(layer)
+    prev = r.source(layer, "convT", where)
+    if len(shape) != 3 or len(prev.shape) != 3:
+        raise NetxFormatError(f"{where}: convT needs (C, H, W) shapes, got {prev.shape} -> "
+                              f"{shape}")
+    w = np.asarray(layer["weight"][()]).astype(int)
+    w = w.reshape(w.shape[:4])
+    stride, padding, dilation = _geometry(layer)
+    groups = int(np.asarray(layer["groups"][()]).reshape(-1)[0]) if "groups" in layer else 1
+    if w.shape[0] != prev.shape[0] or w.shape[1] * groups != shape[0]:
+        raise NetxFormatError(f"{where}: convT weight {w.shape} (groups {groups}) does not map "
+                              f"{prev.shape[0]} to {shape[0]} channels")
+    out_hw = _convT_out(prev.shape[1:], w.shape[2:], stride, padding, dilation)
+    if out_hw != shape[1:]:
+        raise NetxFormatError(f"{where}: convT output {out_hw} from input {prev.shape[1:]} does "
+                              f"not match layer shape {shape[1:]}")
+    n = _neuron(layer, where)
+    g = _group(i, shape, n, _bias(layer, shape, where, n))
+    r.add(i, "convT", g, Synapse(g.name, prev.name, g.name, "convT", w.astype(np.int32),
+                                 stride=stride, padding=padding, dilation=dilation,
+                                 groups=groups))
+
+
+_CONCAT = "<concat>"
+
+
+def _read_concat(r: _Reader, layer, i: int, where: str) -> None:
+    """concat (mksgn's semantics; netx raises NotImplementedError): the next layer reads the
+    outputs of the earlier layers listed in the ``layers`` dataset (file indices), in that order,
+    concatenated along channels when all are (C, H, W) with one (H, W), else as one flat vector
+    (row-major per part). It adds no neurons and no delay: the next layer's synapse is split into
+    one synapse per part."""
+    if "layers" not in layer:
+        raise NetxFormatError(f"{where}: concat needs a 'layers' dataset (indices of the layers "
+                              f"it joins)")
+    by_index = {m["index"]: m["group"] for m in r.layers}
+    parts = []
+    for j in np.asarray(layer["layers"][()]).reshape(-1):
+        if int(j) not in by_index:
+            raise NetxFormatError(f"{where}: concat of layer {int(j)}, which is not an earlier "
+                                  f"neuron layer")
+        parts.append(next(g for g in r.groups if g.name == by_index[int(j)]))
+    if len(parts) < 1:
+        raise NetxFormatError(f"{where}: concat of no layers")
+    hw = {tuple(g.shape[1:]) for g in parts if len(g.shape) == 3}
+    if all(len(g.shape) == 3 for g in parts) and len(hw) == 1:
+        shape = (sum(g.shape[0] for g in parts), *hw.pop())
+    else:
+        shape = (sum(g.size for g in parts),)
+    if "shape" in layer and int(np.prod(_shape(layer))) != int(np.prod(shape)):
+        raise NetxFormatError(f"{where}: concat shape {_shape(layer)} does not hold its parts "
+                              f"{[g.shape for g in parts]}")
+    r.concat = parts
+    r.prev = NeuronGroup(_CONCAT, shape, loihi.CubaParams(0, 0, 0), source=True)
+
+
+def _split(syn: Synapse, parts: list[NeuronGroup]) -> list[Synapse]:
+    """One synapse per concatenated part: slices of the input axis of the weights (grouped
+    convolutions are first written out as full, zero-filled ones)."""
+    w = np.asarray(syn.weight)
+    if syn.kind in ("conv", "convT") and syn.groups > 1:
+        g = syn.groups
+        if syn.kind == "conv":      # (O, I/g, k, k) -> (O, I, k, k)
+            o, ig = w.shape[:2]
+            full = np.zeros((o, ig * g, *w.shape[2:]), w.dtype)
+            for gi in range(g):
+                full[gi * (o // g):(gi + 1) * (o // g), gi * ig:(gi + 1) * ig] = \
+                    w[gi * (o // g):(gi + 1) * (o // g)]
+        else:                        # (I, O/g, k, k) -> (I, O, k, k)
+            i_, og = w.shape[:2]
+            full = np.zeros((i_, og * g, *w.shape[2:]), w.dtype)
+            for gi in range(g):
+                full[gi * (i_ // g):(gi + 1) * (i_ // g), gi * og:(gi + 1) * og] = \
+                    w[gi * (i_ // g):(gi + 1) * (i_ // g)]
+        w = full
+    out, lo = [], 0
+    for k, p in enumerate(parts):
+        if syn.kind == "dense":
+            hi = lo + p.size
+            piece = w[:, lo:hi]
+            d = np.asarray(syn.delay)
+            delay = d[:, lo:hi] if d.ndim == 2 and d.shape[1] > 1 else syn.delay
+        else:
+            if len(p.shape) != 3:
+                raise NetxFormatError(f"synapse {syn.name}: a {syn.kind} layer after a concat "
+                                      f"needs (C, H, W) parts")
+            hi = lo + p.shape[0]
+            piece = w[:, lo:hi] if syn.kind == "conv" else w[lo:hi]
+            delay = syn.delay
+        lo = hi
+        out.append(Synapse(f"{syn.name}/{k}", p.name, syn.dst, syn.kind,
+                           np.ascontiguousarray(piece), weight_exp=syn.weight_exp, delay=delay,
+                           stride=syn.stride, padding=syn.padding, dilation=syn.dilation,
+                           groups=1 if syn.kind != "dense" else syn.groups, port=syn.port))
+    return out
+
+
+def _read_average(r: _Reader, layer, i: int, where: str) -> None:
+    """average (mksgn's semantics; netx raises NotImplementedError): slayer's ``Average`` block
+    as integers. The previous layer's N outputs (row-major) form K equal consecutive parts (K =
+    the layer's size); output k at step t is the SUM of part k's messages of step t - 1 (the
+    usual synaptic step), sent as a graded message: slayer's mean times N / K, exact. No
+    neuron dynamics (``neuron_models.Sum``)."""
+    k = int(np.prod(_shape(layer)))
+    prev = r.source(layer, "average", where)
+    if k < 1 or prev.size % k:
+        raise NetxFormatError(f"{where}: {prev.size} inputs do not split into {k} equal parts")
+    w = (np.arange(prev.size)[None, :] // (prev.size // k) == np.arange(k)[:, None])
+    g = NeuronGroup(f"layer{i}", (k,), loihi.CubaParams(0, 0, 0), model=neuron_models.Sum())
+    r.add(i, "average", g, Synapse(g.name, prev.name, g.name, "dense", w.astype(np.int32)))
+
+
 def _not_in_netx(kind: str, reason: str):
     def read(r: _Reader, layer, i: int, where: str) -> None:
         raise NetxFormatError(f"{where}: layer type {kind!r} is not supported: {reason}")
@@ -432,6 +603,10 @@ class LayerType:
     about: str
 
 
+def _netx_missing(kind: str) -> str:
+    return f"NotImplementedError: {kind} is not implemented."
+
+
 def _read_flatten(r: _Reader, layer, i: int, where: str) -> None:
     pass   # dense synapses index the row-major (C, T, V) flattening already
 
@@ -447,14 +622,22 @@ LAYER_TYPES: dict[str, LayerType] = {t.name: t for t in (
     LayerType("dense_rec", lambda r, la, i, w: _read_dense(r, la, i, w, "dense_rec"), "block",
               "RecurrentDense: input and recurrent dense synapses into one neuron layer"),
     LayerType("conv", _read_conv, "block", "Conv (delays ignored, as netx does)"),
+    LayerType("pool", _read_pool, _netx_missing("pool"),
+              "our semantics: per-channel sum pooling with one shared integer kernel (a conv)"),
+    LayerType("convT", _read_convT, _netx_missing("convT"),
+              "our semantics: transposed convolution (torch conv_transpose2d), 32-bit sums"),
+    LayerType("unpool", lambda r, la, i, w: _read_pool(r, la, i, w, "unpool"),
+              _netx_missing("unpool"), "our semantics: per-channel transposed conv with one "
+              "shared integer kernel"),
+    LayerType("average", _read_average, _netx_missing("average"),
+              "our semantics: integer sums of K equal consecutive parts, graded messages"),
+    LayerType("concat", _read_concat, _netx_missing("concat"),
+              "our semantics: the next layer reads the listed layers' outputs joined along "
+              "channels (or flat)"),
     LayerType("dense_comp", _read_dense_comp,
               "AttributeError: 'Network' object has no attribute 'create_complex_dense'",
               "our semantics: the ComplexDense block netx builds for a complex dense layer"),
 )}
-
-
-def _netx_missing(kind: str) -> str:
-    return f"NotImplementedError: {kind} is not implemented."
 
 
 def read(path: str | Path, input_shape: tuple[int, ...] | None = None,

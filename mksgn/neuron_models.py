@@ -40,6 +40,10 @@ are arithmetic. One step, from the summed synaptic input ``a`` (int32, 0 when no
 
   with ``s, c`` the 12-bit sin/cos decays Lava derives from the file's ``sinDecay``/``cosDecay``
   (``lava.lib.dl.slayer.neuron.rf.neuron_params`` -> period, decay -> ``RF.__init__``).
+
+- ``Sum`` (mksgn's own, for netx ``average`` layers, which netx cannot run)::
+
+      out = a                               (graded message, no state)
 """
 from __future__ import annotations
 
@@ -195,4 +199,18 @@ class Resonator:
         return s
 
 
-MODELS = (SigmaDelta, Delta, Sigma, Resonator)
+@dataclass(frozen=True)
+class Sum:
+    """mksgn's own (no Lava process): sends the summed synaptic input of the step as a graded
+    message, keeping no state. The neuron of netx ``average`` layers (``mksgn.netx_io``)."""
+    lava: ClassVar[str] = ""
+    states: ClassVar[tuple[str, ...]] = ()
+    graded: ClassVar[bool] = True
+    max_output: ClassVar[int] = 1 << 31
+    has_bias: ClassVar[bool] = False
+
+    def step(self, st: dict, a: torch.Tensor | None, bias) -> torch.Tensor:
+        return a
+
+
+MODELS = (SigmaDelta, Delta, Sigma, Resonator, Sum)

@@ -210,8 +210,8 @@ def test_bad_files_give_clear_errors(tmp_path):
     p = tmp_path / "bad.net"
     with h5py.File(p, "w") as h:
         lay = h.create_group("layer/0")
-        lay.create_dataset("type", (1,), "S10", [b"pool"])
-    with pytest.raises(netx_io.NetxFormatError, match="layer 0: layer type 'pool'"):
+        lay.create_dataset("type", (1,), "S10", [b"kwta"])
+    with pytest.raises(netx_io.NetxFormatError, match="layer 0: layer type 'kwta'"):
         netx_io.read(p)
     with h5py.File(p, "w") as h:
         h.create_group("nothing")

@@ -19,11 +19,13 @@ SDNN_STATES = ("sigma", "act", "residue")
 
 
 def compare(path, steps, record, *, currents=None, bias=None, spikes=None, num_layers=None,
-            input_shape=None, min_messages=1):
-    """Run ``path`` in Lava (netx) and in the engine; assert equal outputs and states."""
+            input_shape=None, min_messages=1, netx=True):
+    """Run ``path`` in Lava (through netx, or for what netx cannot build through our
+    LavaNetwork of Lava processes) and in the engine; assert equal outputs and states."""
     net = netx_io.read(path, num_layers=num_layers, input_shape=input_shape)
     first = net.groups[0]
-    lr = lava_graph.run_netx(path, steps, input_current=currents, input_bias=bias,
+    lava_run = lava_graph.run_netx if netx else lava_graph.run_netx_graph
+    lr = lava_run(path, steps, input_current=currents, input_bias=bias,
                              input_spikes=spikes, record=("s", *record), num_layers=num_layers,
                              input_shape=input_shape)
     kw = {}
@@ -156,3 +158,118 @@ def test_num_layers_and_source_input(tmp_path):
     spikes = rng.random((steps, 2, 4, 4)) < 0.5
     net, _, er = compare(path, steps, ("u", "v"), spikes=spikes, num_layers=4)
     assert [m["group"] for m in net.meta["layers"]] == ["layer1", "layer3"]
+
+
+@pytest.mark.lava
+def test_pool_convT_unpool_concat_in_lava_processes(tmp_path):
+    """netx raises NotImplementedError for pool, convT, unpool and concat; mksgn's semantics
+    (netx_io) run in the engine and, as Lava Conv/Sparse/Dense + LIF processes, in Lava."""
+    rng = np.random.default_rng(9)
+    path = tmp_path / "pool.net"
+    with Writer(path) as w:
+        w.input((2, 6, 4), cuba(rng, vth=8))                                   # 0
+        w.layer("pool", (2, 3, 2), cuba(rng, vth=5), kernelSize=(2, 2), stride=(2, 2),
+                padding=(0, 0), dilation=(1, 1), weight=np.full((1, 1, 2, 2), 3.0))   # 1
+        w.layer("convT", (4, 6, 4), cuba(rng), weight=weights(rng, (2, 2, 2, 2), -80, 200),
+                stride=(2, 2), padding=(0, 0), dilation=(1, 1), groups=2,
+                bias=rng.integers(-50, 50, 4))                                  # 2
+        w.layer("unpool", (4, 12, 8), dict(cuba(rng), iDecay=1024, vDecay=128, vThMant=2),
+                kernelSize=(2, 2), stride=(2, 2),
+                weight=np.array([[[[2.0, 1.0], [1.0, 2.0]]]]))                  # 3
+        w.layer("pool", (4, 6, 4), cuba(rng, vth=4), kernelSize=(2, 2), stride=(2, 2),
+                weight=np.ones((1, 1, 2, 2)))                                   # 4
+        w.layer("concat", (6, 6, 4), layers=np.array([4, 0]))                   # 5
+        w.conv((3, 6, 4), weights(rng, (3, 6, 3, 3), -100, 200), cuba(rng), padding=(1, 1))  # 6
+        w.flatten((72, 1, 1))                                                   # 7
+        w.dense(4, weights(rng, (4, 72)), cuba(rng))                            # 8
+    steps = 12
+    net, lr, er = compare(path, steps, ("u", "v"), bias=rng.integers(300, 1500, (2, 6, 4)),
+                          netx=False)
+    assert "NotImplementedError: pool is not implemented." in net.meta["netx"]
+    assert {g: int(s.sum()) > 0 for g, s in lr.spikes.items()} == {g: True for g in lr.spikes}
+
+
+def test_average_is_the_sum_of_equal_parts(tmp_path):
+    """average: output k at step t = sum of part k's messages at step t - 1 (own semantics)."""
+    rng = np.random.default_rng(10)
+    path = tmp_path / "avg.net"
+    with Writer(path) as w:
+        w.input((12,), sdnn(rng, vth=1))
+        w.dense(6, weights(rng, (6, 12)), sdnn(rng, vth=20))
+        w.layer("average", (3, 1, 1))
+    net = netx_io.read(path)
+    steps = 9
+    cur = torch.tensor(rng.integers(-30, 50, (1, steps, 12)))
+    er = engine.run(net, None, num_steps=steps, currents={"layer0": cur}, device="cpu")
+    x = er.spikes["layer1"][0].numpy()                      # (steps, 6) graded
+    want = np.zeros((steps, 3), np.int64)
+    want[1:] = x[:-1].reshape(steps - 1, 3, 2).sum(-1)
+    assert np.array_equal(er.spikes["layer2"][0].numpy(), want)
+    assert np.abs(want).sum() > 0
+
+
+@pytest.mark.lava
+def test_dense_comp_is_netx_complex_dense(tmp_path):
+    """netx lists dense_comp but cannot build it (its create_complex_dense is missing); mksgn
+    runs it as the ComplexDense block netx builds for a complex 'dense' layer, checked against
+    Lava through that equivalent file."""
+    rng = np.random.default_rng(11)
+    wr, wi = weights(rng, (5, 6), -90, 200), weights(rng, (5, 6), -200, 90)
+    rf = dict(kind="RF_IZHIKEVICH", sinDecay=600, cosDecay=3600, vThMant=12, gradedSpike=False)
+    files = {}
+    for kind in ("dense", "dense_comp"):
+        files[kind] = tmp_path / f"{kind}.net"
+        with Writer(files[kind]) as w:
+            w.input((6,), cuba(rng, vth=10))
+            w.layer(kind, (5,), rf, weight__real=wr.astype(np.float32),
+                    weight__imag=wi.astype(np.float32))
+    with pytest.raises(lava_graph.LavaError, match="create_complex_dense"):
+        lava_graph.run_netx(files["dense_comp"], 2)
+    steps, bias = 16, rng.integers(200, 900, 6)
+    lr = lava_graph.run_netx(files["dense"], steps, input_bias=bias, record=("s", "real", "imag"))
+    net = netx_io.read(files["dense_comp"])
+    assert "create_complex_dense" in net.meta["netx"]
+    er = engine.run(net, None, num_steps=steps, record=("s", "real", "imag"), device="cpu",
+                    biases={"layer0": torch.tensor(bias)[None]})
+    for g, s in lr.spikes.items():
+        assert np.array_equal(s, er.spikes[g][0].numpy())
+    for k in ("real", "imag"):
+        assert np.array_equal(lr.states[k]["layer1"], er.states[k]["layer1"][0].numpy())
+    assert lr.spikes["layer1"].sum() > 0
+
+
+def _bad(tmp_path, name, build):
+    path = tmp_path / f"{name}.net"
+    with Writer(path) as w:
+        build(w)
+    return path
+
+
+@pytest.mark.lava
+def test_errors_name_layer_and_follow_netx(tmp_path):
+    """Files netx rejects are rejected with netx's reason, naming the layer index and type."""
+    from lava.lib.dl import netx
+    rng = np.random.default_rng(12)
+    cases = {
+        "delay": (lambda w: (w.input((4,), cuba(rng)),
+                             w.dense(3, weights(rng, (3, 4)), cuba(rng), delay=np.ones(5))),
+                  r"layer 1 \(dense\): Found invalid delay of shape \(5,\)"),
+        "convfirst": (lambda w: w.conv((2, 3, 3), weights(rng, (2, 1, 1, 1)), cuba(rng)),
+                      r"layer 0 \(conv\): .*Input shape could not be inferred"),
+        "convshape": (lambda w: (w.input((1, 4, 4), cuba(rng)),
+                                 w.conv((2, 3, 3), weights(rng, (2, 1, 3, 3)), cuba(rng))),
+                      r"layer 1 \(conv\): Expected synapse output shape to be \(3, 3, 2\)"),
+        "neuron": (lambda w: (w.input((4,), cuba(rng)),
+                              w.dense(3, weights(rng, (3, 4)), dict(kind="ALIF", vThMant=3))),
+                   r"layer 1 \(dense\): neuron type 'ALIF' is unknown to netx"),
+    }
+    for name, (build, pattern) in cases.items():
+        path = _bad(tmp_path, name, build)
+        with pytest.raises(Exception):
+            netx.hdf5.Network(net_config=str(path))
+        with pytest.raises(netx_io.NetxFormatError, match=pattern) as e:
+            netx_io.read(path)
+        assert "\n" not in str(e.value)
+    path = _bad(tmp_path, "type", lambda w: (w.input((4,), cuba(rng)), w.layer("kwta", (3,))))
+    with pytest.raises(netx_io.NetxFormatError, match=r"layer 1: layer type 'kwta' is not "):
+        netx_io.read(path)
