@@ -5,7 +5,8 @@ Schema ``mksgn-manifest/1`` (a ``Manifest`` dataclass; ``to_dict``/``from_dict``
 - ``tool``, ``created``, ``versions`` (mksgn, torch, lava-nc, lava-dl, numpy, h5py, onnx,
   onnxruntime when installed), ``source`` (student checkpoint path, sha256, kind, epoch, the run
   config as written in the checkpoint) and ``teacher`` (the same for the teacher, when given).
-- ``input``: modalities (in the network's order), window T, dataset, benchmark, layout, persons
+- ``input``: modalities (in the network's order), window T, dataset, benchmark, the data
+  pipeline (``mksgn.data.dataset.PIPELINES``), layout, persons
   ("fold": the bodies are input channels ``c * M + m``), and ``encoding``: how a skeleton sample
   becomes the input of time step t (``text``) and, per encoder, ``input_frac_bits`` and ``shift``.
 - ``num_steps``, ``time_steps`` (S) and ``readout`` (group, ``logit_scale``).

@@ -1,14 +1,23 @@
 """``SkeletonDataset``: the torch Dataset over a prepared benchmark directory.
 
-Per draw: read one padded (C, T_max, V, M) sample (memory-mapped), crop-resize its valid frames
-to ``window`` (random interval p ~ U(0.5, 1) when training, central 95 % when testing, as
-CTR-GCN), optionally rotate it (training only), then compute the requested modalities.
+Per draw: read one padded (C, T_max, V, M) sample (memory-mapped), bring its valid frames to
+``window`` frames with one of the :data:`PIPELINES` (its train or its test half), then compute
+the requested modalities.
+
+- ``crop_resize`` (CTR-GCN's NTU feeder): crop-resize the valid frames (random interval
+  p ~ U(0.5, 1) when training, central 95 % when testing); with ``rotate``, a random 3-D
+  rotation in training.
+- ``view_norm`` (CTR-GCN's NW-UCLA feeder): in training rotate the sample about x and y by
+  angles ~ U(-60, 60) degrees (a random camera view), normalise each axis to [-1, 1] by the
+  sample's own range, then draw ``window`` random frames in time order; in testing normalise
+  and take ``window`` evenly spaced frames.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -16,12 +25,48 @@ from torch.utils.data import Dataset
 
 from .layouts import Layout, get_layout
 from .modalities import MODALITIES, compute
-from .preprocess import random_rotate, valid_crop_resize
+from .preprocess import (minmax_normalise, random_frame_indices, random_rotate,
+                         uniform_frame_indices, valid_crop_resize, view_transform)
 
-__all__ = ["SkeletonDataset", "TRAIN_P_INTERVAL", "TEST_P_INTERVAL"]
+__all__ = ["SkeletonDataset", "Pipeline", "PIPELINES", "TRAIN_P_INTERVAL", "TEST_P_INTERVAL",
+           "VIEW_ANGLE_DEG"]
 
 TRAIN_P_INTERVAL = (0.5, 1.0)
 TEST_P_INTERVAL = (0.95,)
+VIEW_ANGLE_DEG = 60
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """A train-time and a test-time way from a padded (C, T, V, M) sample with ``num_valid``
+    valid frames to (C, window, V, M). ``train(x, num_valid, window, rng, rotate)``,
+    ``test(x, num_valid, window)``."""
+    name: str
+    train: Callable[[np.ndarray, int, int, np.random.Generator, bool], np.ndarray]
+    test: Callable[[np.ndarray, int, int], np.ndarray]
+
+
+def _crop_resize_train(x, n, window, rng, rotate):
+    x = valid_crop_resize(x, n, window, TRAIN_P_INTERVAL, rng)
+    return random_rotate(x, rng) if rotate else x
+
+
+def _view_norm_train(x, n, window, rng, rotate):
+    # integer degrees, as CTR-GCN's random.randint(-60, 60)
+    ax, ay = np.radians(rng.integers(-VIEW_ANGLE_DEG, VIEW_ANGLE_DEG + 1, size=2))
+    x = minmax_normalise(view_transform(x[:, :max(1, n)], ax, ay), n)
+    return x[:, random_frame_indices(n, window, rng)]
+
+
+def _view_norm_test(x, n, window):
+    return minmax_normalise(x, n)[:, uniform_frame_indices(n, window)]
+
+
+PIPELINES: dict[str, Pipeline] = {p.name: p for p in (
+    Pipeline("crop_resize", _crop_resize_train,
+             lambda x, n, window: valid_crop_resize(x, n, window, TEST_P_INTERVAL)),
+    Pipeline("view_norm", _view_norm_train, _view_norm_test),
+)}
 
 
 class SkeletonDataset(Dataset):
@@ -32,8 +77,9 @@ class SkeletonDataset(Dataset):
         split: ``"train"`` or ``"test"``.
         window: frames after crop-resize.
         modalities: any of joint, bone, joint_motion, bone_motion.
-        train: random crop (and rotation if ``rotate``); default ``split == "train"``.
-        rotate: random 3-D rotation (training only), angles ~ U(-0.3, 0.3) rad.
+        train: use the pipeline's training half (random draws); default ``split == "train"``.
+        rotate: ``crop_resize`` only: random 3-D rotation (training), angles ~ U(-0.3, 0.3) rad.
+        pipeline: a key of :data:`PIPELINES`.
         seed: augmentation seed. Draws are reproducible: sample i's n-th draw in epoch e uses
             ``default_rng([seed, e, i, n])``; call :meth:`set_epoch` each epoch when DataLoader
             workers are re-created, as with ``DistributedSampler``.
@@ -41,7 +87,7 @@ class SkeletonDataset(Dataset):
 
     def __init__(self, prepared_dir: Path, split: str, window: int = 64,
                  modalities: Sequence[str] = MODALITIES, train: bool | None = None,
-                 rotate: bool = False, seed: int = 0):
+                 rotate: bool = False, seed: int = 0, pipeline: str = "crop_resize"):
         self.dir = Path(prepared_dir)
         if split not in ("train", "test"):
             raise ValueError(f"split must be 'train' or 'test', got {split!r}")
@@ -55,6 +101,9 @@ class SkeletonDataset(Dataset):
         bad = [m for m in self.modalities if m not in MODALITIES]
         if bad or not self.modalities:
             raise ValueError(f"unknown modalities {bad}; choose from {', '.join(MODALITIES)}")
+        if pipeline not in PIPELINES:
+            raise ValueError(f"unknown pipeline {pipeline!r}; choose from {', '.join(PIPELINES)}")
+        self.pipeline = PIPELINES[pipeline]
         self.train = (split == "train") if train is None else bool(train)
         self.rotate = rotate
         self.seed = seed
@@ -78,6 +127,11 @@ class SkeletonDataset(Dataset):
         return self._layout
 
     @property
+    def num_persons(self) -> int:
+        """Body slots M of the prepared arrays (1 for NW-UCLA, 2 for NTU)."""
+        return int(self.data.shape[-1])
+
+    @property
     def num_joints(self) -> int:
         return self._layout.num_joints
 
@@ -93,13 +147,12 @@ class SkeletonDataset(Dataset):
     def sample(self, index: int, rng: np.random.Generator | None = None) -> np.ndarray:
         """The numpy array x (K, C, window, V, M) of one sample (deterministic if not training)."""
         x = np.asarray(self.data[index], dtype=np.float32)
+        n = int(self.num_frames[index])
         if self.train:
             rng = rng if rng is not None else np.random.default_rng([self.seed, self.epoch, index])
-            x = valid_crop_resize(x, int(self.num_frames[index]), self.window, TRAIN_P_INTERVAL, rng)
-            if self.rotate:
-                x = random_rotate(x, rng)
+            x = self.pipeline.train(x, n, self.window, rng, self.rotate)
         else:
-            x = valid_crop_resize(x, int(self.num_frames[index]), self.window, TEST_P_INTERVAL)
+            x = self.pipeline.test(x, n, self.window)
         return compute(x, self.modalities, self._layout).astype(np.float32, copy=False)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:

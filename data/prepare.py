@@ -33,15 +33,40 @@ from .errors import SkeletonFileError, SkippedFile
 from .layouts import get_layout
 from .preprocess import DenoiseConfig, prepare_ntu_sequence, prepare_ucla_sequence
 
-__all__ = ["DATASETS", "DEFAULT_MAX_FRAMES", "PrepareConfig", "PrepareReport", "prepare",
+__all__ = ["DatasetSpec", "DATASET_SPECS", "DATASETS", "DEFAULT_MAX_FRAMES", "PrepareConfig", "PrepareReport", "prepare",
            "atomic_write_text", "load_skip_list"]
 
-DATASETS = ("ntu60", "ntu120", "ucla")
-# NTU: 300 frames is the longest real sample (CTR-GCN pads to 300). NW-UCLA: CTR-GCN samples
-# every sequence to 52 time steps.
-DEFAULT_MAX_FRAMES = {"ntu60": 300, "ntu120": 300, "ucla": 52}
-FORMAT_VERSION = 1
-_CHANNELS, _PERSONS = 3, 2
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What a dataset is, whatever subset of its files is present.
+
+    num_classes: the dataset's own class count (a subset of NTU60 is still 60 classes).
+    persons: body slots M of the prepared arrays (NW-UCLA has one actor: no empty second body).
+    max_frames: longest kept sequence; longer ones are subsampled uniformly. NTU: 300 frames, the
+        longest real sample (CTR-GCN pads to 300). NW-UCLA: the longest real sequence is 201
+        frames; frames are sampled at train time from the whole sequence, as CTR-GCN's UCLA
+        feeder does, so nothing is dropped here.
+    pattern: the raw files' glob.
+    """
+    name: str
+    num_classes: int
+    persons: int
+    max_frames: int
+    pattern: str
+
+
+DATASET_SPECS: dict[str, DatasetSpec] = {s.name: s for s in (
+    DatasetSpec("ntu60", 60, 2, 300, "*.skeleton"),
+    DatasetSpec("ntu120", 120, 2, 300, "*.skeleton"),
+    DatasetSpec("ucla", len(ucla.ACTIONS), 1, 256, "*.json"),
+)}
+DATASETS = tuple(DATASET_SPECS)
+DEFAULT_MAX_FRAMES = {k: s.max_frames for k, s in DATASET_SPECS.items()}
+# 2: NW-UCLA arrays hold one body (M = 1); version 1 padded a zero second body
+FORMAT_VERSION = 2
+_CHANNELS = 3
 
 
 @dataclass
@@ -110,7 +135,8 @@ def _process(dataset: str, path: str, max_frames: int, denoise: DenoiseConfig):
     try:
         if dataset == "ucla":
             joints = ucla.read_ucla_file(path)
-            return prepare_ucla_sequence(joints, max_frames, get_layout("ucla").center_joint)
+            return prepare_ucla_sequence(joints, max_frames, get_layout("ucla").center_joint,
+                                         persons=DATASET_SPECS["ucla"].persons)
         seq = ntu.read_skeleton_file(path)
         return prepare_ntu_sequence(seq, max_frames, get_layout("ntu").center_joint, denoise)
     except SkeletonFileError as e:
@@ -130,7 +156,7 @@ class _Candidate:
 
 
 def _scan(cfg: PrepareConfig) -> tuple[list[_Candidate], list[SkippedFile], int]:
-    pattern = "*.json" if cfg.dataset == "ucla" else "*.skeleton"
+    pattern = DATASET_SPECS[cfg.dataset].pattern
     files = sorted(p for p in cfg.root.rglob(pattern) if p.is_file())
     skip: set[str] = set()
     if cfg.dataset != "ucla" and cfg.default_skip_list:
@@ -220,8 +246,8 @@ class _RowStore:
     rows live in the page cache, which the kernel can drop, not in this process's mappings.
     """
 
-    def __init__(self, path: Path, n: int, max_frames: int, num_joints: int):
-        self.shape = (_CHANNELS, max_frames, num_joints, _PERSONS)
+    def __init__(self, path: Path, n: int, max_frames: int, num_joints: int, persons: int):
+        self.shape = (_CHANNELS, max_frames, num_joints, persons)
         self.row_bytes = int(np.prod(self.shape)) * 4
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         os.ftruncate(self.fd, n * self.row_bytes)
@@ -241,7 +267,7 @@ class _RowStore:
 
 def _write_split(d: Path, split: str, store: _RowStore, rows: list[int], t_max: int,
                  labels: np.ndarray, names: list[str], frames: np.ndarray) -> None:
-    shape = (len(rows), _CHANNELS, t_max, store.shape[2], _PERSONS)
+    shape = (len(rows), *store.shape[:1], t_max, *store.shape[2:])
     with open(d / f"{split}_data.npy", "wb") as fh:  # .npy header, then rows streamed in order
         np.lib.format.write_array_header_1_0(fh, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
                                                   "fortran_order": False, "shape": shape})
@@ -278,8 +304,7 @@ def prepare(cfg: PrepareConfig, on_start: Callable[[int], None] | None = None,
     layout = get_layout(cfg.dataset)
     cands, skipped, n_files = _scan(cfg)
     if n_files == 0:
-        kind = "*.json" if cfg.dataset == "ucla" else "*.skeleton"
-        raise FileNotFoundError(f"{cfg.root}: no {kind} files found")
+        raise FileNotFoundError(f"{cfg.root}: no {DATASET_SPECS[cfg.dataset].pattern} files found")
     cfg.out.mkdir(parents=True, exist_ok=True)
     if on_start:
         on_start(len(cands))
@@ -289,7 +314,8 @@ def prepare(cfg: PrepareConfig, on_start: Callable[[int], None] | None = None,
     try:
         tmp_root.mkdir()
         n = len(cands)
-        store = _RowStore(tmp_root / "samples.bin", n, cfg.max_frames, layout.num_joints)
+        spec = DATASET_SPECS[cfg.dataset]
+        store = _RowStore(tmp_root / "samples.bin", n, cfg.max_frames, layout.num_joints, spec.persons)
         frames = np.zeros(max(n, 1), np.int64)
         ok = np.zeros(max(n, 1), bool)
 
@@ -313,7 +339,7 @@ def prepare(cfg: PrepareConfig, on_start: Callable[[int], None] | None = None,
         labels = np.array([c.name.label for c in cands] or [0], np.int64)
         names = [str(c.name) for c in cands]
         t_max = int(frames[kept].max())
-        num_classes = int(labels[kept].max()) + 1
+        num_classes = spec.num_classes
         counts: dict[str, dict[str, int]] = {}
         for bench in _benchmarks(cfg.dataset):
             d = tmp_root / bench
@@ -326,7 +352,7 @@ def prepare(cfg: PrepareConfig, on_start: Callable[[int], None] | None = None,
             counts[bench] = {s: len(r) for s, r in split_rows.items()}
             info = {"format_version": FORMAT_VERSION, "dataset": cfg.dataset, "benchmark": bench,
                     "layout": layout.name, "num_classes": num_classes, "num_joints": layout.num_joints,
-                    "num_persons": _PERSONS, "channels": _CHANNELS, "t_max": t_max,
+                    "num_persons": spec.persons, "channels": _CHANNELS, "t_max": t_max,
                     "max_frames": cfg.max_frames, "counts": counts[bench]}
             (d / "info.json").write_text(json.dumps(info, indent=1))  # written last: marks complete
         store.close()

@@ -3,8 +3,12 @@
 Prepare time (once, cached on disk):
     :func:`denoise_bodies` -> :func:`assemble_actors` -> :func:`center_on_first_frame`
     -> :func:`limit_frames` -> padded (C, T_max, V, M) in the prepared arrays.
-Train time (every draw):
-    :func:`valid_crop_resize` to the model window, optional :func:`random_rotate`.
+Train time (every draw), one of the pipelines of ``mksgn.data.dataset.PIPELINES``:
+    NTU (CTR-GCN's NTU feeder): :func:`valid_crop_resize` to the model window, optional
+    :func:`random_rotate`.
+    NW-UCLA (CTR-GCN's UCLA feeder): :func:`view_transform` by random angles (training only),
+    :func:`minmax_normalise`, then :func:`random_frame_indices` (training) or
+    :func:`uniform_frame_indices` (testing).
 
 The denoising thresholds and the actor assembly follow the NTU pipeline of SGN (Zhang et al.,
 CVPR 2020, Microsoft ``get_raw_denoised_data.py``) that CTR-GCN (Chen et al., ICCV 2021) and
@@ -25,7 +29,8 @@ from .ntu import SkeletonSequence
 
 __all__ = ["DenoiseConfig", "denoise_bodies", "assemble_actors", "center_on_first_frame",
            "limit_frames", "to_ctvm", "prepare_ntu_sequence", "prepare_ucla_sequence",
-           "valid_crop_resize", "resize_time", "random_rotate", "rotation_matrix", "valid_length"]
+           "valid_crop_resize", "resize_time", "random_rotate", "rotation_matrix", "valid_length",
+           "view_transform", "minmax_normalise", "random_frame_indices", "uniform_frame_indices"]
 
 MAX_ACTORS = 2
 
@@ -161,9 +166,11 @@ def prepare_ntu_sequence(seq: SkeletonSequence, max_frames: int, center_joint: i
     return to_ctvm(x), notes
 
 
-def prepare_ucla_sequence(joints: np.ndarray, max_frames: int, center_joint: int = 1) -> tuple[np.ndarray, list[str]]:
-    """(T, V, 3) json joints -> (C, T', V, 2) float32 (one actor; slot 2 zero), plus notes."""
-    x = np.zeros((joints.shape[0], MAX_ACTORS, joints.shape[1], 3), np.float64)
+def prepare_ucla_sequence(joints: np.ndarray, max_frames: int, center_joint: int = 1,
+                          persons: int = 1) -> tuple[np.ndarray, list[str]]:
+    """(T, V, 3) json joints -> (C, T', V, persons) float32 (one actor; further slots zero),
+    plus notes."""
+    x = np.zeros((joints.shape[0], persons, joints.shape[1], 3), np.float64)
     x[:, 0] = joints
     x = center_on_first_frame(x, center_joint)
     x, resampled = limit_frames(x, max_frames)
@@ -229,3 +236,41 @@ def random_rotate(x: np.ndarray, rng: np.random.Generator, theta: float = 0.3) -
     """Rotate (C=3, T, V, M) by one random rotation, angles ~ U(-theta, theta) rad (CTR-GCN)."""
     r = rotation_matrix(*rng.uniform(-theta, theta, size=3)).astype(x.dtype)
     return np.einsum("ij,jtvm->itvm", r, x)
+
+
+# NW-UCLA (CTR-GCN ``feeders/feeder_ucla.py``): view rotation, per-sample normalisation, frame
+# sampling. CTR-GCN draws integer-degree angles in [-60, 60] about x and y and a scale in
+# [0.5, 1.5]; its per-axis min-max normalisation then cancels any scale exactly, so no scale is
+# drawn here (the result is the same up to rounding).
+def view_transform(x: np.ndarray, ax: float, ay: float) -> np.ndarray:
+    """Rotate (C=3, T, V, M) about x by ``ax`` then about y by ``ay`` (radians): each point p
+    becomes ``p @ Ry @ Rx`` as a row vector (CTR-GCN's ``rand_view_transform``)."""
+    cx, sx, cy, sy = np.cos(ax), np.sin(ax), np.cos(ay), np.sin(ay)
+    rx = np.array([[1, 0, 0], [0, cx, sx], [0, -sx, cx]])
+    ry = np.array([[cy, 0, -sy], [0, 1, 0], [sy, 0, cy]])
+    r = (ry @ rx).astype(x.dtype)
+    return np.einsum("itvm,ij->jtvm", x, r)
+
+
+def minmax_normalise(x: np.ndarray, num_valid: int) -> np.ndarray:
+    """Map each coordinate axis of the first ``num_valid`` frames of (C, T, V, M) to [-1, 1] by
+    that sample's own min and max (an axis without extent maps to 0). Returns the valid frames
+    only, (C, num_valid, V, M). For one-body data: absent bodies would count as zeros."""
+    v = x[:, :max(1, num_valid)]
+    lo = v.min(axis=(1, 2, 3), keepdims=True)
+    span = v.max(axis=(1, 2, 3), keepdims=True) - lo
+    safe = np.where(span > 0, span, 1)
+    return np.where(span > 0, (v - lo) / safe * 2 - 1, 0).astype(x.dtype, copy=False)
+
+
+def random_frame_indices(num_valid: int, window: int, rng: np.random.Generator) -> np.ndarray:
+    """``window`` frame indices drawn uniformly from ``0 .. num_valid - 1`` (with repetition when
+    the sequence is short), in time order. CTR-GCN draws without replacement from 100 copies of
+    every index: nearly independent draws, which these are exactly."""
+    return np.sort(rng.integers(0, max(1, num_valid), size=window))
+
+
+def uniform_frame_indices(num_valid: int, window: int) -> np.ndarray:
+    """``window`` evenly spaced frame indices over ``0 .. num_valid - 1`` (truncated), CTR-GCN's
+    test-time sampling."""
+    return np.linspace(0, max(1, num_valid) - 1, window).astype(np.int64)

@@ -142,7 +142,8 @@ def simulate(net_dir: Path, data: Path, split: str, samples: int | None, engine:
     persons = persons or inp.get("persons") or _default_persons(net)
     prepared = _prepared_dir(data, inp.get("benchmark"))
     try:
-        ds = SkeletonDataset(prepared, split, window=window, modalities=modalities, train=False)
+        ds = SkeletonDataset(prepared, split, window=window, modalities=modalities, train=False,
+                             pipeline=inp.get("pipeline", "crop_resize"))
     except (FileNotFoundError, ValueError, KeyError) as e:
         _fail(f"{prepared}: {e}")
     n = len(ds) if samples is None else min(samples, len(ds))

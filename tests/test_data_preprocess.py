@@ -145,3 +145,70 @@ def test_random_rotate_preserves_lengths():
     y = random_rotate(x, np.random.default_rng(1))
     np.testing.assert_allclose(np.linalg.norm(y, axis=0), np.linalg.norm(x, axis=0), rtol=1e-5)
     assert not np.allclose(x, y)
+
+
+# ---------------------------------------------------------------- NW-UCLA pipeline (view_norm)
+def test_view_transform_is_ctrgcn_row_vector_rotation():
+    from mksgn.data.preprocess import view_transform
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, 5, 20, 1))
+    ax, ay = 0.4, -0.9
+    got = view_transform(x, ax, ay)
+    rx = np.array([[1, 0, 0], [0, np.cos(ax), np.sin(ax)], [0, -np.sin(ax), np.cos(ax)]])
+    ry = np.array([[np.cos(ay), 0, -np.sin(ay)], [0, 1, 0], [np.sin(ay), 0, np.cos(ay)]])
+    pts = x.transpose(1, 2, 3, 0).reshape(-1, 3)          # one row per point
+    want = (pts @ (ry @ rx)).reshape(5, 20, 1, 3).transpose(3, 0, 1, 2)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+    # a rotation keeps every point's distance to the origin
+    np.testing.assert_allclose(np.linalg.norm(got, axis=0), np.linalg.norm(x, axis=0), atol=1e-12)
+
+
+def test_minmax_normalise_maps_each_axis_of_the_valid_frames_to_pm1():
+    from mksgn.data.preprocess import minmax_normalise
+    rng = np.random.default_rng(1)
+    x = np.zeros((3, 10, 20, 1), np.float32)
+    x[:, :7] = rng.normal(size=(3, 7, 20, 1)) * np.array([1, 5, 0.1])[:, None, None, None]
+    x[2, :7] = 0.25                                        # an axis without extent
+    y = minmax_normalise(x, 7)
+    assert y.shape == (3, 7, 20, 1) and y.dtype == np.float32
+    for c in (0, 1):
+        assert y[c].min() == -1 and y[c].max() == 1
+    assert not y[2].any()
+    # scale and shift of the input do not matter (why CTR-GCN's random scale is not drawn)
+    np.testing.assert_allclose(minmax_normalise(3 * x - 2, 7), y, atol=1e-6)
+
+
+def test_frame_sampling():
+    from mksgn.data.preprocess import random_frame_indices, uniform_frame_indices
+    rng = np.random.default_rng(2)
+    for n in (1, 5, 31, 201):
+        idx = random_frame_indices(n, 52, rng)
+        assert idx.shape == (52,) and (np.diff(idx) >= 0).all() and 0 <= idx.min() <= idx.max() < n
+        u = uniform_frame_indices(n, 52)
+        assert u[0] == 0 and u[-1] == n - 1 and (np.diff(u) >= 0).all()
+    assert len(set(random_frame_indices(201, 52, rng).tolist())) > 40  # spread, not one frame
+
+
+def test_view_norm_dataset_draws_are_reproducible_and_test_is_deterministic(tmp_path):
+    from mksgn.data import synth
+    from mksgn.data.dataset import SkeletonDataset
+    from mksgn.data.prepare import PrepareConfig, prepare
+    cfg = synth.SynthConfig("ucla", seed=0, classes=2, subjects=3, samples_per_class=4, frames=30)
+    synth.generate(cfg, tmp_path / "raw", workers=1)
+    prepare(PrepareConfig("ucla", tmp_path / "raw", tmp_path / "prep", workers=1))
+    d = tmp_path / "prep" / "xview"
+    a = SkeletonDataset(d, "train", window=20, pipeline="view_norm", seed=5)
+    b = SkeletonDataset(d, "train", window=20, pipeline="view_norm", seed=5)
+    x1, x2 = a[0][0], b[0][0]
+    assert x1.shape == (4, 3, 20, 20, 1) and torch.equal(x1, x2)
+    assert not torch.equal(a[0][0], x1)                   # the next draw differs
+    te = SkeletonDataset(d, "test", window=20, pipeline="view_norm", modalities=("joint",))
+    raw = np.asarray(te.data[0])
+    n = int(te.num_frames[0])
+    lo = raw[:, :n].min(axis=(1, 2, 3))
+    hi = raw[:, :n].max(axis=(1, 2, 3))
+    want = (raw[:, np.linspace(0, n - 1, 20).astype(int)] - lo[:, None, None, None]) \
+        / (hi - lo)[:, None, None, None] * 2 - 1
+    np.testing.assert_allclose(te[0][0].numpy()[0], want, atol=1e-6)
+    with pytest.raises(ValueError, match="unknown pipeline"):
+        SkeletonDataset(d, "test", pipeline="nope")

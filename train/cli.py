@@ -127,8 +127,6 @@ def evaluate(run: Path, data: Path | None, split: str, batch_size: int, device: 
     """Accuracy (and firing rate, parameters, MACs) of a trained model on a split."""
     import torch
 
-    from mksgn.data.dataset import SkeletonDataset
-
     from .checkpoint import load_model, write_text_atomic
     from .loop import evaluate as eval_loop, resolve_device
     from .summary import input_shape, summarize
@@ -141,8 +139,7 @@ def evaluate(run: Path, data: Path | None, split: str, batch_size: int, device: 
     if data is not None:
         cfg.data.prepared = str(data)
     try:
-        ds = SkeletonDataset(cfg.data.benchmark_dir(), split, window=cfg.data.window,
-                             modalities=cfg.modalities)
+        ds = cfg.data.dataset(split, cfg.modalities, train=False)
     except (FileNotFoundError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     if ds.num_classes != info["num_classes"] or ds.layout.name != info["layout"].name:

@@ -44,20 +44,32 @@ class DataConfig:
     prepared: the dataset's prepared root (``mksgn data prepare --out``); the benchmark directory
         is ``prepared/benchmark`` (or ``prepared`` itself when it holds ``info.json``).
     benchmark: ``xsub``/``xview`` (NTU60), ``xsub``/``xset`` (NTU120), ``xview`` (NW-UCLA).
-    window: frames per sample after crop-resize. modalities: input streams, in order
-        (empty: the model's). rotate: random rotation augmentation in training.
+    window: frames per sample the pipeline yields. modalities: input streams, in order
+        (empty: the model's). pipeline: how a sample's frames become ``window`` frames and how
+        it is augmented (``mksgn.data.dataset.PIPELINES``: ``crop_resize`` is CTR-GCN's NTU
+        feeder, ``view_norm`` its NW-UCLA feeder). rotate: ``crop_resize`` only, random
+        rotation augmentation in training.
     num_workers: DataLoader worker processes (0: load in the training process).
     """
     prepared: str = "data/prepared/ntu60"
     benchmark: str = "xsub"
     window: int = 64
     modalities: tuple[str, ...] = ()
+    pipeline: Literal["crop_resize", "view_norm"] = "crop_resize"
     rotate: bool = False
     num_workers: int = 0
 
     def benchmark_dir(self) -> Path:
         root = Path(self.prepared)
         return root if (root / "info.json").is_file() else root / self.benchmark
+
+    def dataset(self, split: str, modalities: tuple[str, ...], train: bool | None = None,
+                seed: int = 0):
+        """The SkeletonDataset of ``split`` as this config draws it (augmented when training)."""
+        from mksgn.data.dataset import SkeletonDataset
+        return SkeletonDataset(self.benchmark_dir(), split, window=self.window,
+                               modalities=modalities, train=train, rotate=self.rotate, seed=seed,
+                               pipeline=self.pipeline)
 
 
 @dataclass

@@ -101,12 +101,8 @@ def _all_reduce(values: list[float], info: DistInfo, device: torch.device) -> li
 
 def make_datasets(cfg: RunConfig) -> tuple[Dataset, Dataset]:
     """(train, test) SkeletonDatasets of the config's benchmark."""
-    from mksgn.data.dataset import SkeletonDataset
-    d = cfg.data
-    root = d.benchmark_dir()
-    kw = dict(window=d.window, modalities=cfg.modalities)
-    return (SkeletonDataset(root, "train", rotate=d.rotate, seed=cfg.seed, **kw),
-            SkeletonDataset(root, "test", **kw))
+    return (cfg.data.dataset("train", cfg.modalities, seed=cfg.seed),
+            cfg.data.dataset("test", cfg.modalities))
 
 
 class ShardSampler(Sampler[int]):
@@ -324,6 +320,10 @@ def train(cfg: RunConfig, out: str | Path | None, *, resume: bool = False,
     _seed_everything(cfg.seed)
     train_ds, test_ds = datasets if datasets is not None else make_datasets(cfg)
     num_classes, layout = train_ds.num_classes, train_ds.layout
+    bodies = getattr(train_ds, "num_persons", None)
+    if bodies is not None and getattr(cfg.model, "persons", bodies) != bodies:
+        raise ValueError(f"model.persons is {cfg.model.persons} but the prepared data holds "
+                         f"{bodies} body slot(s) per sample; set model.persons: {bodies}")
 
     model = build_model(cfg.kind, cfg.model, num_classes, layout).to(device)
     teacher, distiller = None, None

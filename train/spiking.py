@@ -100,29 +100,77 @@ def cuba_states(a: torch.Tensor, bias_eff: torch.Tensor | int, p: loihi.CubaPara
                 ) -> tuple[torch.Tensor, ...]:
     """Integer CUBA traces from zero state: lava ``PyLifModelBitAcc``, one step per last-axis slice.
 
-    a: int64 (..., L) synaptic input (a-units); bias_eff: ``bias_mant << 6`` broadcastable to
-    ``a[..., 0]``. Returns the requested ``traces`` (default all, in this order), each (..., L):
-    int64 ``u``, int64 ``v`` (after the reset, as Lava and the engine record it), bool ``s`` and
-    int64 ``v_pre`` (before the reset, for the surrogate gradient).
+    a: (..., L) synaptic input (a-units), int64 or float64 holding integers; bias_eff:
+    ``bias_mant << 6`` broadcastable to ``a[..., 0]``. Returns the requested ``traces`` (default
+    all, in this order), each (..., L): ``u``, ``v`` (after the reset, as Lava and the engine
+    record it) in a's dtype, bool ``s`` and ``v_pre`` (before the reset, for the surrogate
+    gradient) in a's dtype.
+
+    When no state can leave the 24-bit range (the usual case) the wraps and the clip are no-ops
+    and the update runs in float64, which is exact here: every state is an integer below 2**24,
+    a decay product ``x * (4096 - d)`` is below 2**37 and dividing by 4096 is exact, so
+    ``trunc(x * (4096 - d) / 4096)`` equals the chip's ``sign(x) * (|x| * (4096 - d) >> 12)``.
+    That path is several times faster than int64 division. Otherwise the int64 update with every
+    wrap runs.
     """
-    u = torch.zeros(a.shape[:-1], dtype=torch.int64, device=a.device)
-    v = torch.zeros_like(u)
     steps = a.shape[-1]
-    out = {k: [] for k in traces}
-    vth = p.vth_mant << loihi.VTH_SHIFT
-    # When no state can leave the 24-bit range, the wraps and the clip are no-ops: skip them.
     amax = int(a.abs().max()) if a.numel() else 0
     bmax = int(bias_eff.abs().max()) if torch.is_tensor(bias_eff) else abs(int(bias_eff))
     safe = steps * (steps * (amax << loihi.ACT_SHIFT) + bmax) < _M - 1
+    if safe:
+        res = _cuba_float(a.double(), bias_eff, p, spiking, traces)
+    else:
+        if torch.is_tensor(bias_eff):
+            bias_eff = bias_eff.to(torch.int64)
+        res = _cuba_wrapped(a.to(torch.int64), bias_eff, p, spiking, traces)
+    return tuple(r if k == "s" else r.to(a.dtype) for k, r in zip(traces, res))
+
+
+def _cuba_float(a: torch.Tensor, bias_eff, p: loihi.CubaParams, spiking: bool,
+                traces: tuple[str, ...]) -> tuple[torch.Tensor, ...]:
+    """The update within the 24-bit range, in exact float64 (see ``cuba_states``)."""
+    steps = a.shape[-1]
+    vth = float(p.vth_mant << loihi.VTH_SHIFT)
+    ku = (loihi.DECAY_UNITY - p.i_decay) / loihi.DECAY_UNITY   # exact: k / 2**12
+    kv = (loihi.DECAY_UNITY - p.v_decay) / loihi.DECAY_UNITY
+    bias = bias_eff.double() if torch.is_tensor(bias_eff) else float(bias_eff)
+    a_steps = a.movedim(-1, 0) * float(1 << loihi.ACT_SHIFT)      # (L, ...), a << 6
+    shape = a_steps.shape[1:]
+    out = {k: torch.empty((steps, *shape), dtype=torch.bool if k == "s" else torch.float64,
+                          device=a.device) for k in traces}
+    u = torch.zeros(shape, dtype=torch.float64, device=a.device)
+    v = torch.zeros_like(u)
     for t in range(steps):
-        if safe:
-            u = _decay(u, p.i_decay) + (a[..., t] << loihi.ACT_SHIFT)
-            v = _decay(v, p.v_decay) + u + bias_eff
+        u = (u * ku).trunc_().add_(a_steps[t])
+        v = (v * kv).trunc_().add_(u).add_(bias)
+        if "v_pre" in out:
+            out["v_pre"][t] = v
+        if spiking:
+            s = v > vth
+            v.masked_fill_(s, 0.0)
         else:
-            u = _wrap32(_decay(u, p.i_decay) + _wrap32(a[..., t] << loihi.ACT_SHIFT))
-            u = torch.where(u > _M, u - 2 * _M, u)
-            u = torch.where(u <= -_M, u + 2 * _M, u)
-            v = _wrap32(_decay(v, p.v_decay) + u + bias_eff).clamp_(-_M + 1, _M - 1)
+            s = None
+        if "u" in out:
+            out["u"][t] = u
+        if "v" in out:
+            out["v"][t] = v
+        if "s" in out:
+            out["s"][t] = False if s is None else s
+    return tuple(out[k].movedim(0, -1) for k in traces)
+
+
+def _cuba_wrapped(a: torch.Tensor, bias_eff, p: loihi.CubaParams, spiking: bool,
+                  traces: tuple[str, ...]) -> tuple[torch.Tensor, ...]:
+    """The int64 update with the chip's 32-bit wraps, 24-bit wrap of u and clip of v."""
+    u = torch.zeros(a.shape[:-1], dtype=torch.int64, device=a.device)
+    v = torch.zeros_like(u)
+    out = {k: [] for k in traces}
+    vth = p.vth_mant << loihi.VTH_SHIFT
+    for t in range(a.shape[-1]):
+        u = _wrap32(_decay(u, p.i_decay) + _wrap32(a[..., t] << loihi.ACT_SHIFT))
+        u = torch.where(u > _M, u - 2 * _M, u)
+        u = torch.where(u <= -_M, u + 2 * _M, u)
+        v = _wrap32(_decay(v, p.v_decay) + u + bias_eff).clamp_(-_M + 1, _M - 1)
         if "v_pre" in out:
             out["v_pre"].append(v)
         if spiking:
@@ -154,16 +202,16 @@ class _CubaFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, bias, neuron):
         p = neuron.params
-        a = torch.round(x.detach().double() * loihi.STATE_SCALE).to(torch.int64)
+        a = torch.round(x.detach().double() * loihi.STATE_SCALE)   # integers, float64
         b = 0
         if bias is not None:
             b = torch.round(bias.detach().double() * loihi.STATE_SCALE).to(torch.int64)
-            b = b.clamp(loihi.BIAS_MANT_MIN, loihi.BIAS_MANT_MAX) << loihi.NETX_BIAS_EXP
+            b = b.clamp(loihi.BIAS_MANT_MIN, loihi.BIAS_MANT_MAX) * float(1 << loihi.NETX_BIAS_EXP)
         traces = _TRACES if neuron.record_states else \
             ("s", "v_pre") if neuron.spiking else ("v",)
         res = dict(zip(traces, cuba_states(a, b, p, spiking=neuron.spiking, traces=traces)))
         if neuron.record_states:
-            neuron.last_states = (res["u"], res["v"], res["s"])
+            neuron.last_states = (res["u"].to(torch.int64), res["v"].to(torch.int64), res["s"])
         scale = float(loihi.STATE_SCALE * (1 << loihi.ACT_SHIFT))   # slayer's s_scale: 4096
         ctx.neuron = neuron
         ctx.bias_shape = None if bias is None else bias.shape
