@@ -308,41 +308,61 @@ def _compare(student, xs: np.ndarray, preds: np.ndarray, agree: dict) -> None:
                    "first layer's synapses, or currents into an input layer's neurons.")
 @click.option("--input-bias", "bias_path", type=click.Path(path_type=Path, dir_okay=False),
               help="Bias mantissa .npy of the input layer, netx order (x, y, z) or (n,).")
+@click.option("--input-shape", default=None, metavar="C,H,W",
+              help="Input shape for a file that starts with a conv layer (netx's input_shape, "
+                   "file order C,H,W).")
+@click.option("--layers", "num_layers", type=click.IntRange(min=1), default=None,
+              help="Run only the first N layers of the file (netx's num_layers).")
 @click.option("--reset-interval", type=click.IntRange(min=1), default=None,
-              help="Reset every layer's u and v every R steps (netx's reset_interval).")
+              help="Reset every CUBA layer's u and v every R steps (netx's reset_interval).")
 @click.option("--engine", default="fast", show_default=True, type=click.Choice(["fast", "lava"]))
 @click.option("--record", default="s", show_default=True,
-              help="What to save per layer and step: any of s,u,v (comma separated).")
+              help="What to save per layer and step, comma separated: s (output messages) and "
+                   "neuron states: u,v (CUBA), sigma,act,residue (SDNN), real,imag (RF).")
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path, dir_okay=False),
-              help="Output .npz: `spikes` (output layer, x, y, z, t) and `<layer>/<s|u|v>`.")
+              help="Output .npz: `spikes` (output layer, x, y, z, t) and `<layer>/<name>`.")
 @click.option("--timeout", type=float, default=None, help="Stop a Lava run after this many s.")
 def run(net_file: Path, steps: int, input_path: Path | None, bias_path: Path | None,
-        reset_interval: int | None, engine: str, record: str, out: Path,
-        timeout: float | None) -> None:
-    """Run any supported netx file (input/flatten/dense/conv, CUBA neurons) on one input.
+        input_shape: str | None, num_layers: int | None, reset_interval: int | None,
+        engine: str, record: str, out: Path, timeout: float | None) -> None:
+    """Run a lava-dl netx file on one input, bit-exactly (fast engine or Lava fixed_pt).
 
     \b
-    Arrays use netx's (x, y, z[, t]) order: x = width (joints), y = height (frames), z =
-    channels. Saves the output layer's spikes and, with --record, every layer's s/u/v per step.
+    Everything netx builds: input/flatten/dense (with delays)/dense_rec/conv layers with CUBA,
+    LOIHI, SDNN (graded sigma-delta, sigma_output) or RF/RF_IZ (complex dense) neurons; plus
+    mksgn's semantics for what netx lists but cannot build (pool, convT, unpool, concat,
+    average, dense_comp; see mksgn.netx_io.LAYER_TYPES). --engine lava runs stock
+    netx.hdf5.Network, or for those layers the same network built from Lava processes.
+    Arrays use netx's (x, y, z[, t]) order: x = width, y = height, z = channels. Graded
+    outputs are saved as integers.
     """
     import torch
 
     from mksgn import netx_io
     from mksgn.deploy import engine as fast
 
-    rec = tuple(r.strip() for r in record.split(",") if r.strip())
-    if set(rec) - {"s", "u", "v"}:
-        _fail(f"--record: use s, u and/or v, got {record!r}")
+    rec = tuple(dict.fromkeys(r.strip() for r in record.split(",") if r.strip()))
     if (input_path is None) == (bias_path is None):
         _fail("give exactly one of --input X.npy or --input-bias B.npy")
     if not net_file.is_file():
         _fail(f"{net_file}: no such file")
+    shape_in = None
+    if input_shape is not None:
+        try:
+            shape_in = tuple(int(x) for x in input_shape.split(","))
+        except ValueError:
+            _fail(f"--input-shape: give integers like 2,32,32, got {input_shape!r}")
     try:
-        net = netx_io.read(net_file)
+        net = netx_io.read(net_file, input_shape=shape_in, num_layers=num_layers)
     except netx_io.NetxFormatError as e:
         _fail(str(e))
     except OSError as e:
         _fail(f"{net_file}: cannot read: {e}")
+    known = {"s", "u", "v"} | {k for g in net.groups if g.model is not None
+                               for k in g.model.states}
+    if set(rec) - known:
+        _fail(f"--record: {', '.join(sorted(set(rec) - known))} is no state of this network "
+              f"(it has {', '.join(sorted(known))})")
     first = net.groups[0]
 
     def load(p: Path) -> np.ndarray:
@@ -368,6 +388,9 @@ def run(net_file: Path, steps: int, input_path: Path | None, bias_path: Path | N
     else:
         if first.source:
             _fail(f"{net_file}: the first layer has no neurons, so it has no bias; use --input")
+        if first.model is not None and not getattr(first.model, "has_bias", False):
+            _fail(f"{net_file}: the input layer's {type(first.model).__name__} neurons have no "
+                  f"bias; use --input (currents)")
         b = load(bias_path)
         if tuple(b.shape) != netx_shape:
             _fail(f"{bias_path}: shape {tuple(b.shape)} does not match the input layer "
@@ -379,7 +402,12 @@ def run(net_file: Path, steps: int, input_path: Path | None, bias_path: Path | N
             _fail(f"{bias_path}: bias mantissas must lie in [{loihi.BIAS_MANT_MIN}, "
                   f"{loihi.BIAS_MANT_MAX}]")
 
-    layers = [g.name for g in net.groups if not g.source]
+    layers = [m["group"] for m in net.meta["layers"]]
+    netx_ok = net.meta["netx"] == "ok"
+    if not netx_ok:
+        click.echo(f"note: stock netx cannot build {net_file} ({net.meta['netx']}); "
+                   f"running mksgn's semantics of that layer type")
+    want = tuple(dict.fromkeys(("s",) + rec))
     if engine == "fast":
         kw = {}
         if spikes_in is not None:
@@ -389,39 +417,47 @@ def run(net_file: Path, steps: int, input_path: Path | None, bias_path: Path | N
         if bias is not None:
             kw["biases"] = {first.name: torch.from_numpy(bias)[None]}
         try:
-            res = fast.run(net, None, num_steps=steps, record=tuple(set(rec) | {"s"}),
+            res = fast.run(net, None, num_steps=steps, record=want,
                            reset_interval=reset_interval, device="cpu", **kw)
         except ValueError as e:
             _fail(f"{net_file}: {e}")
-        per = {k: {g: getattr(res, attr)[g][0].cpu().numpy() for g in layers}
-               for k, attr in (("s", "spikes"), ("u", "u"), ("v", "v")) if k in rec or k == "s"}
+        per = {"s": {g: res.spikes[g][0].cpu().numpy() for g in layers}}
+        for k in rec:
+            if k != "s":
+                per[k] = {g: x[0].cpu().numpy() for g, x in res.states.get(k, {}).items()
+                          if g in layers}
     else:
-        from mksgn.deploy.lava_graph import LavaError, run_netx
+        from mksgn.deploy.lava_graph import LavaError, run_netx, run_netx_graph
+        runner = run_netx if netx_ok else run_netx_graph
         try:
-            lr = run_netx(net_file, steps, input_spikes=spikes_in, input_current=current,
-                          input_bias=bias, reset_interval=reset_interval,
-                          record=tuple(set(rec) | {"s"}), timeout=timeout)
+            lr = runner(net_file, steps, input_spikes=spikes_in, input_current=current,
+                        input_bias=bias, reset_interval=reset_interval, record=want,
+                        timeout=timeout, num_layers=num_layers, input_shape=shape_in)
         except LavaError as e:
-            _fail(f"{net_file}: {e}")
+            _fail(f"{net_file}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
         except KeyboardInterrupt:
             raise click.Abort() from None
-        per = {k: getattr(lr, {"s": "spikes", "u": "u", "v": "v"}[k])
-               for k in ("s", "u", "v") if k in rec or k == "s"}
+        per = {"s": lr.spikes}
+        for k in rec:
+            if k != "s":
+                per[k] = lr.states.get(k, {})
 
     def netx_order(a: np.ndarray) -> np.ndarray:        # (t, *ours) -> netx (*xyz, t)
         return netx_io.to_netx_array(np.moveaxis(a, 0, -1))
 
-    arrays = {"spikes": netx_order(per["s"][layers[-1]]).astype(np.uint8)}
+    def as_saved(a: np.ndarray) -> np.ndarray:
+        return a.astype(np.uint8) if a.dtype == bool else a.astype(np.int64)
+
+    arrays = {"spikes": as_saved(netx_order(per["s"][layers[-1]]))}
     for k in rec:
-        for g in layers:
-            a = per[k][g]
-            arrays[f"{g}/{k}"] = netx_order(a.astype(np.uint8) if k == "s" else a)
+        for g, a in per.get(k, {}).items():
+            arrays[f"{g}/{k}"] = as_saved(netx_order(a))
     out.parent.mkdir(parents=True, exist_ok=True)
 
     def write(t):
         with open(t, "wb") as f:
             np.savez(f, **arrays)
     atomic_write(out, write)
-    total = int(arrays["spikes"].sum())
+    total = int(np.count_nonzero(arrays["spikes"]))
     click.echo(f"{net_file}: {steps} steps on {engine}; output layer {layers[-1]} "
-               f"{tuple(arrays['spikes'].shape[:-1])} spiked {total} times; wrote {out}")
+               f"{tuple(arrays['spikes'].shape[:-1])} sent {total} messages; wrote {out}")
