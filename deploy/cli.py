@@ -325,16 +325,18 @@ def _compare(student, xs: np.ndarray, preds: np.ndarray, agree: dict) -> None:
 def run(net_file: Path, steps: int, input_path: Path | None, bias_path: Path | None,
         input_shape: str | None, num_layers: int | None, reset_interval: int | None,
         engine: str, record: str, out: Path, timeout: float | None) -> None:
-    """Run a lava-dl netx file on one input, bit-exactly (fast engine or Lava fixed_pt).
+    """Run a lava-dl netx file on one input, bit-exactly (fast engine or Lava).
 
     \b
-    Everything netx builds: input/flatten/dense (with delays)/dense_rec/conv layers with CUBA,
-    LOIHI, SDNN (graded sigma-delta, sigma_output) or RF/RF_IZ (complex dense) neurons; plus
-    mksgn's semantics for what netx lists but cannot build (pool, convT, unpool, concat,
-    average, dense_comp; see mksgn.netx_io.LAYER_TYPES). --engine lava runs stock
-    netx.hdf5.Network, or for those layers the same network built from Lava processes.
-    Arrays use netx's (x, y, z[, t]) order: x = width, y = height, z = channels. Graded
-    outputs are saved as integers.
+    Runs everything netx builds: input, flatten, dense (with delays),
+    dense_rec and conv layers; CUBA, LOIHI, SDNN (graded sigma-delta,
+    sigma_output) and RF/RF_IZ (complex dense) neurons. Layer types netx
+    lists but cannot build (pool, convT, unpool, concat, average,
+    dense_comp) get mksgn's semantics (mksgn.netx_io.LAYER_TYPES).
+    --engine lava runs stock netx.hdf5.Network, or for those layers the
+    same network built from Lava processes. Arrays use netx's (x, y, z[, t])
+    order: x = width, y = height, z = channels. Graded outputs are saved as
+    integers.
     """
     import torch
 

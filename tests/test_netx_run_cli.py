@@ -84,3 +84,9 @@ def test_run_errors_name_layer_and_write_nothing(tmp_path):
     r = _run(path, "--steps", 3, "--input-bias", tmp_path / "b.npy", "--out", out,
              "--record", "s,bogus")
     assert r.exit_code == 1 and "bogus is no state" in r.output
+
+
+def test_run_help_fits_80_columns():
+    r = CliRunner(env={"COLUMNS": "80"}).invoke(main, ["run", "--help"])
+    assert r.exit_code == 0
+    assert all(len(ln.rstrip()) <= 80 for ln in r.output.splitlines())
