@@ -184,58 +184,134 @@ class _PreparedSynapse:
         is_lava_conv = (syn.kind == "conv" and syn.weight_exp == 0
                         and not np.ndim(syn.delay) and int(syn.delay) == 0)
         self.wrap = wrap24 if is_lava_conv else wrap32
-        t = lambda a: torch.as_tensor(a, dtype=self.dtype, device=device)  # noqa: E731
-        self.slots: list[tuple[int, torch.Tensor]]  # (delay, weight) pairs
+        self.device = device
+        self.rows_max = int(rows.max(initial=0))
+        # graded sources: the static bound assumes int32 messages; at run time the real largest
+        # message often allows float32 (exact while rows_max * max|x| < 2**24)
+        self.graded = max_input > 1 and device.type == "cpu"
+        self.mode = "slots"
+        self.slots: list[tuple[int, np.ndarray]]  # (delay, integer weight) pairs
         if syn.kind == "dense":
             w2 = w.reshape(int(np.prod(self.dst_shape)), int(np.prod(self.src_shape)))
-            if np.ndim(syn.delay):
-                dl = np.broadcast_to(np.asarray(syn.delay, dtype=np.int64), w2.shape)
-                self.slots = [(int(d), t(np.where(dl == d, w2, 0).T.copy()))
-                              for d in np.unique(dl)]
+            dl = np.asarray(syn.delay, dtype=np.int64)
+            if dl.ndim and (dl == dl.flat[0]).all():
+                dl = np.asarray(dl.flat[0])
+            if dl.ndim == 2 and dl.shape == (w2.shape[0], 1):
+                # per output neuron: one product per step, delivered through a delay line
+                self.mode = "out"
+                self.d_out = torch.as_tensor(dl[:, 0], device=device)
+                self.slots = [(0, w2.T.copy())]
+                self.line_len = int(dl.max()) + 1
+            elif dl.ndim == 2 and dl.shape == (1, w2.shape[1]) and syn.weight_exp >= 0:
+                # per input neuron: gather each input from its own past step, one product (a left
+                # shift distributes over the delay slots' sum, a right shift would not)
+                self.mode = "in"
+                self.in_cols = [(int(d), torch.as_tensor(np.nonzero(dl[0] == d)[0], device=device))
+                                for d in np.unique(dl)]
+                self.slots = [(int(dl.max()), w2.T.copy())]
+            elif dl.ndim:
+                dl = np.broadcast_to(dl, w2.shape)
+                self.slots = [(int(d), np.where(dl == d, w2, 0).T.copy()) for d in np.unique(dl)]
             else:
-                self.slots = [(int(syn.delay), t(w2.T.copy()))]
+                self.slots = [(int(dl), w2.T.copy())]
         elif syn.kind in ("conv", "convT"):
-            self.slots = [(int(syn.delay), t(w))]
+            self.slots = [(int(syn.delay), w)]
         elif syn.kind == "graph":
             o, i, vv, u = w.shape
-            self.slots = [(int(syn.delay), t(w.transpose(0, 2, 1, 3).reshape(o * vv, i * u).T.copy()))]
+            self.slots = [(int(syn.delay), w.transpose(0, 2, 1, 3).reshape(o * vv, i * u).T.copy())]
         else:
             raise ValueError(f"synapse {syn.name}: unknown kind {syn.kind!r}")
-        self.max_delay = max(d for d, _ in self.slots)
+        self.weights = {self.dtype: [torch.as_tensor(a, dtype=self.dtype, device=device)
+                                     for _, a in self.slots]}
+        if self.graded and self.dtype != torch.float32:
+            self.weights[torch.float32] = [torch.as_tensor(a, dtype=torch.float32, device=device)
+                                           for _, a in self.slots]
+        self.max_delay = 0 if self.mode == "out" else max(d for d, _ in self.slots)
         limit = _M if is_lava_conv else 1 << 31
-        if self.a_bound * len(self.slots) < limit:     # no wrap can ever happen: skip it
+        n_slots = len(self.in_cols) if self.mode == "in" else len(self.slots)
+        if self.a_bound * n_slots < limit:     # no wrap can ever happen: skip it
             self.wrap = lambda a: a  # noqa: E731
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the delay line of a previous run."""
+        self._line: torch.Tensor | None = None
+        self._ptr = 0
+
+    def _dtype(self, xs) -> torch.dtype:
+        if not self.graded or self.dtype == torch.float32:
+            return self.dtype
+        m = max(1 if x.dtype == torch.bool else int(x.abs().max()) if x.numel() else 0
+                for x in xs)
+        return torch.float32 if self.rows_max * m < _F32_EXACT else self.dtype
+
+    def _product(self, x: torch.Tensor, w: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """int64 (N, *dst_shape) = weight_exp-shifted sum of one slot over float input x."""
+        n = x.shape[0]
+        syn = self.syn
+        if syn.kind == "dense":
+            acc = x.reshape(n, -1) @ w
+        elif syn.kind == "conv":
+            acc = F.conv2d(x, w, stride=tuple(syn.stride), padding=tuple(syn.padding),
+                           dilation=tuple(syn.dilation), groups=syn.groups)
+        elif syn.kind == "convT":
+            acc = F.conv_transpose2d(x, w, stride=tuple(syn.stride), padding=tuple(syn.padding),
+                                     dilation=tuple(syn.dilation), groups=syn.groups)
+        else:  # graph: (N, I, T, U) -> (N*T, I*U) @ (I*U, O*V) -> (N, O, T, V)
+            _, i, tt, u = x.shape
+            acc = x.permute(0, 2, 1, 3).reshape(n * tt, i * u) @ w
+            acc = acc.reshape(n, tt, self.dst_shape[0], self.dst_shape[-1]).permute(0, 2, 1, 3)
+        # CPU convolutions/GEMMs of integers below the exactness bound are exact already;
+        # elsewhere round() absorbs any tiny error of a transform-based algorithm.
+        acc = acc if acc.device.type == "cpu" and dtype == torch.float32 else torch.round(acc)
+        return shift(acc.to(torch.int64), syn.weight_exp).reshape(n, *self.dst_shape)
 
     def current(self, history: "_History") -> torch.Tensor | None:
-        """int64 (N, *dst_shape) current for this step, or None when every source step is < 0."""
+        """int64 (N, *dst_shape) current for this step, or None when every source step is < 0.
+        Called exactly once per step (the per-output delay line advances with it)."""
+        if self.mode == "out":
+            return self._current_out(history)
+        if self.mode == "in":
+            return self._current_in(history)
         total = None
-        for d, w in self.slots:
-            x = history.get(self.src, d, self.dtype)
-            if x is None:
+        for k, (d, _) in enumerate(self.slots):
+            raw = history.get(self.src, d, None)
+            if raw is None:
                 continue
-            n = x.shape[0]
-            syn = self.syn
-            if syn.kind == "dense":
-                acc = x.reshape(n, -1) @ w
-            elif syn.kind == "conv":
-                acc = F.conv2d(x, w, stride=tuple(syn.stride), padding=tuple(syn.padding),
-                               dilation=tuple(syn.dilation), groups=syn.groups)
-            elif syn.kind == "convT":
-                acc = F.conv_transpose2d(x, w, stride=tuple(syn.stride),
-                                         padding=tuple(syn.padding),
-                                         dilation=tuple(syn.dilation), groups=syn.groups)
-            else:  # graph: (N, I, T, U) -> (N*T, I*U) @ (I*U, O*V) -> (N, O, T, V)
-                _, i, tt, u = x.shape
-                acc = x.permute(0, 2, 1, 3).reshape(n * tt, i * u) @ w
-                acc = acc.reshape(n, tt, self.dst_shape[0], self.dst_shape[-1]).permute(0, 2, 1, 3)
-            # CPU convolutions/GEMMs of integers below the exactness bound are exact already;
-            # elsewhere round() absorbs any tiny error of a transform-based algorithm.
-            acc = acc if acc.device.type == "cpu" and self.dtype == torch.float32 \
-                else torch.round(acc)
-            a = shift(acc.to(torch.int64), syn.weight_exp)
-            a = self.wrap(a.reshape(n, *self.dst_shape))
+            dt = self._dtype([raw])
+            a = self.wrap(self._product(history.get(self.src, d, dt), self.weights[dt][k], dt))
             total = a if total is None else self.wrap(total + a)
         return total
+
+    def _current_out(self, history: "_History") -> torch.Tensor | None:
+        raw = history.get(self.src, 0, None)
+        ptr, self._ptr = self._ptr, self._ptr + 1
+        if raw is None and self._line is None:
+            return None
+        if raw is not None:
+            dt = self._dtype([raw])
+            y = self._product(history.get(self.src, 0, dt), self.weights[dt][0], dt)
+            if self._line is None:
+                self._line = torch.zeros((self.line_len, *y.shape), dtype=torch.int64,
+                                         device=y.device)
+            self._line[ptr % self.line_len] = y
+        else:
+            self._line[ptr % self.line_len] = 0
+        idx = (ptr - self.d_out) % self.line_len            # (N_out,)
+        out = torch.arange(self.d_out.numel(), device=self.d_out.device)
+        return self.wrap(self._line[idx, :, out].T.contiguous())
+
+    def _current_in(self, history: "_History") -> torch.Tensor | None:
+        parts = [(history.get(self.src, d, None), cols) for d, cols in self.in_cols]
+        parts = [(x, cols) for x, cols in parts if x is not None]
+        if not parts:
+            return None
+        dt = self._dtype([x for x, _ in parts])
+        n = parts[0][0].shape[0]
+        xt = torch.zeros((n, int(np.prod(self.src_shape))), dtype=dt, device=self.device)
+        for x, cols in parts:
+            xt[:, cols] = x.reshape(n, -1)[:, cols].to(dt)
+        return self.wrap(self._product(xt, self.weights[dt][0], dt))
 
 
 class _History:
@@ -257,7 +333,7 @@ class _History:
             return None
         cache = b[d]
         if dtype not in cache:
-            cache[dtype] = cache[None].to(dtype)
+            cache[dtype] = cache[None].to(dtype)   # dtype None: the tensor as pushed
         return cache[dtype]
 
 
@@ -387,6 +463,8 @@ class Engine:
                            for k in g.model.states})
                  for g in self.neurons}
         hist = _History(self.depth)
+        for ps in self.synapses:
+            ps.reset()
         res = EngineResult(num_steps=steps)
         rec_states = [k for k in record if k != "s"]
         rec_s = "s" in record

@@ -91,6 +91,8 @@ def test_dense_delays_per_neuron_per_input_per_synapse(tmp_path):
     bias = rng.integers(200, 2000, n0)
     net, lr, er = compare(path, steps, ("u", "v"), bias=bias)
     assert np.ndim(net.synapses[2].delay) == 2
+    # the engine's three delay paths: delay line per output, gathered inputs, per-delay slots
+    assert [ps.mode for ps in engine.Engine(net, "cpu").synapses] == ["out", "in", "slots"]
 
 
 @pytest.mark.lava
