@@ -45,13 +45,25 @@ _BIAS_LO, _BIAS_HI = loihi.BIAS_MANT_MIN, loihi.BIAS_MANT_MAX
 _INT16_LO, _INT16_HI = -(1 << 15), (1 << 15) - 1
 
 
+def _in_range(x: torch.Tensor, lo: int, hi: int) -> bool:
+    """One read-only pass: are all values within [lo, hi]? (cheaper than a wrap's three passes)"""
+    if x.numel() == 0 or x.dtype == torch.bool:
+        return True
+    mn, mx = torch.aminmax(x)
+    return bool(mn >= lo) and bool(mx <= hi)
+
+
 def wrap32(x: torch.Tensor) -> torch.Tensor:
     """Two's-complement wrap of an int64 tensor to int32 values (what Lava's int32 arrays do)."""
+    if _in_range(x, -(1 << 31), (1 << 31) - 1):
+        return x
     return ((x + (1 << 31)) & (_INT32 - 1)) - (1 << 31)
 
 
 def wrap24(x: torch.Tensor) -> torch.Tensor:
     """Signed 24-bit wrap (lava.proc.conv.utils.signed_clamp(x, 24))."""
+    if _in_range(x, -_M, _M - 1):
+        return x
     return ((x + _M) & (2 * _M - 1)) - _M
 
 
@@ -63,7 +75,9 @@ def decay(x: torch.Tensor, d: int) -> torch.Tensor:
 
 def shift(a: torch.Tensor, exp: int) -> torch.Tensor:
     """``a << exp`` for exp >= 0, arithmetic ``a >> -exp`` otherwise (Lava's weight exponent)."""
-    return a << exp if exp >= 0 else a >> (-exp)
+    if exp == 0:
+        return a
+    return a << exp if exp > 0 else a >> (-exp)
 
 
 def cuba_update(u: torch.Tensor, v: torch.Tensor, a_in: torch.Tensor, bias: torch.Tensor | int,
@@ -188,7 +202,7 @@ class _PreparedSynapse:
         self.rows_max = int(rows.max(initial=0))
         # graded sources: the static bound assumes int32 messages; at run time the real largest
         # message often allows float32 (exact while rows_max * max|x| < 2**24)
-        self.graded = max_input > 1 and device.type == "cpu"
+        self.graded = max_input > 1
         self.mode = "slots"
         self.slots: list[tuple[int, np.ndarray]]  # (delay, integer weight) pairs
         if syn.kind == "dense":
@@ -223,11 +237,13 @@ class _PreparedSynapse:
             raise ValueError(f"synapse {syn.name}: unknown kind {syn.kind!r}")
         self.weights = {self.dtype: [torch.as_tensor(a, dtype=self.dtype, device=device)
                                      for _, a in self.slots]}
-        if self.graded and self.dtype != torch.float32:
+        if self.graded and self.dtype != torch.float32 and device.type == "cpu":
             self.weights[torch.float32] = [torch.as_tensor(a, dtype=torch.float32, device=device)
                                            for _, a in self.slots]
         self.max_delay = 0 if self.mode == "out" else max(d for d, _ in self.slots)
         limit = _M if is_lava_conv else 1 << 31
+        self._limit = limit
+        self._skip_wrap = False
         n_slots = len(self.in_cols) if self.mode == "in" else len(self.slots)
         if self.a_bound * n_slots < limit:     # no wrap can ever happen: skip it
             self.wrap = lambda a: a  # noqa: E731
@@ -239,11 +255,21 @@ class _PreparedSynapse:
         self._ptr = 0
 
     def _dtype(self, xs) -> torch.dtype:
-        if not self.graded or self.dtype == torch.float32:
+        """The float dtype for this step's product; also notes whether a wrap can happen."""
+        self._skip_wrap = False
+        if not self.graded:
             return self.dtype
-        m = max(1 if x.dtype == torch.bool else int(x.abs().max()) if x.numel() else 0
-                for x in xs)
-        return torch.float32 if self.rows_max * m < _F32_EXACT else self.dtype
+        m = 0
+        for x in xs:
+            if x.dtype == torch.bool:
+                m = max(m, 1)
+            elif x.numel():
+                lo, hi = torch.aminmax(x)
+                m = max(m, -int(lo), int(hi))
+        bound = self.rows_max * m        # largest |sum| of this step, before the exponent
+        self._skip_wrap = bound * max(1, len(xs)) << max(0, self.syn.weight_exp) < self._limit
+        return torch.float32 if bound < _F32_EXACT and self.device.type == "cpu" \
+            else self.dtype
 
     def _product(self, x: torch.Tensor, w: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """int64 (N, *dst_shape) = weight_exp-shifted sum of one slot over float input x."""
@@ -279,7 +305,9 @@ class _PreparedSynapse:
             if raw is None:
                 continue
             dt = self._dtype([raw])
-            a = self.wrap(self._product(history.get(self.src, d, dt), self.weights[dt][k], dt))
+            a = self._product(history.get(self.src, d, dt), self.weights[dt][k], dt)
+            wrap = (lambda x: x) if self._skip_wrap and len(self.slots) == 1 else self.wrap  # noqa: E731
+            a = wrap(a)
             total = a if total is None else self.wrap(total + a)
         return total
 
@@ -341,9 +369,13 @@ class Engine:
     """A ``Network`` prepared for repeated batched runs on one device."""
 
     def __init__(self, net: Network, device: str | torch.device | None = None,
-                 max_input: int = 1):
-        """max_input: the largest spike value a source group may carry (1 for binary spikes)."""
+                 max_input: int = 1, compile: bool = False):
+        """max_input: the largest spike value a source group may carry (1 for binary spikes).
+        compile: run CUBA, sigma-delta and delta updates as fused ``torch.compile`` kernels
+        (``mksgn.deploy.fused``; same integers, several times faster on CPU, tens of seconds of
+        compiling once per process)."""
         net.validate()
+        self.compile = compile
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.net = net
@@ -471,7 +503,8 @@ class Engine:
         spikes_rec = {g: [] for g in self.groups if g in keep}
         st_rec = {k: {g.name: [] for g in self.neurons if g.name in keep and k in state[g.name]}
                   for k in rec_states}
-        every = {g.name: [] for g in self.net.groups}     # spikes of every step, for counts
+        counts = {g.name: torch.zeros((n, *g.shape), dtype=torch.int32, device=dev)
+                  for g in self.net.groups}                 # messages per neuron, all steps
         src = {}
         for g in self.sources:
             if not source_spikes or g.name not in source_spikes:
@@ -523,6 +556,9 @@ class Engine:
                         a = a_in[name]
                         if a is None:
                             a = torch.zeros((n, *g.shape), dtype=torch.int64, device=dev)
+                        if self.compile and self._fused_model(g, st, a, bias_eff.get(name, 0),
+                                                              new_s):
+                            continue
                         if b_in[name] is not None or getattr(g.model, "ports", None):
                             s = g.model.step(st, a, bias_eff.get(name, 0), b_in[name])
                         else:
@@ -537,6 +573,12 @@ class Engine:
                     a = a_in[name]
                     if a is None:
                         a = torch.zeros(1, dtype=torch.int64, device=dev)
+                    if self.compile:
+                        st["u"], st["v"], s = self._fused_cuba(
+                            g, st, a, bias_eff.get(name, 0),
+                            spiking=not (g.readout or name == readout))
+                        new_s[name] = s
+                        continue
                     step = cuba_update_in_range if (
                         name not in cur_ext and self.a_bound[name] << loihi.ACT_SHIFT <= _M) \
                         else cuba_update
@@ -547,7 +589,7 @@ class Engine:
                     new_s[g.name] = src[g.name][:, t]
                 for name, s in new_s.items():
                     hist.push(name, s)
-                    every[name].append(s)
+                    counts[name] += (s != 0) if s.dtype != torch.bool else s
                     if name in keep:
                         if rec_s:
                             spikes_rec[name].append(s)
@@ -560,13 +602,44 @@ class Engine:
                       for k, per in st_rec.items()}
         res.u = res.states.get("u", {})
         res.v = res.states.get("v", {})
-        res.counts = {g: ((torch.stack(lst, 1) != 0).sum(1, dtype=torch.int32) if lst else
-                          torch.zeros((n, *self.groups[g].shape), dtype=torch.int32, device=dev))
-                      for g, lst in every.items()}
+        res.counts = counts
         res.final_v = {g.name: state[g.name]["v"] for g in cuba}
         if readout:
             res.scores = state[readout]["v"]
         return res
+
+    def _fused_cuba(self, g: NeuronGroup, st: dict, a, bias, spiking: bool):
+        from mksgn.deploy import fused
+        dev = self.device
+        p = g.params
+        vth = (p.vth_mant << loihi.VTH_SHIFT) if spiking else _M   # v never exceeds 2**23 - 1
+        if isinstance(bias, int):
+            bias = fused.scalar(bias, dev)
+        a = a.expand_as(st["u"]) if a.dim() < st["u"].dim() else a
+        return fused.compiled(fused.cuba)(
+            st["u"], st["v"], a, bias, fused.scalar(loihi.DECAY_UNITY - p.i_decay, dev),
+            fused.scalar(loihi.DECAY_UNITY - p.v_decay, dev), fused.scalar(vth, dev))
+
+    def _fused_model(self, g: NeuronGroup, st: dict, a, bias, new_s: dict) -> bool:
+        """Run ``g``'s model as a fused kernel when there is one; False to fall back to eager."""
+        from mksgn import neuron_models as nm
+        from mksgn.deploy import fused
+        dev = self.device
+        m = g.model
+        if type(m) is nm.SigmaDelta:
+            if isinstance(bias, int):
+                bias = fused.scalar(bias, dev)
+            st["sigma"], st["act"], st["residue"], s = fused.compiled(fused.sigma_delta)(
+                st["sigma"], st["act"], st["residue"], a, bias, fused.scalar(m.vth, dev),
+                fused.scalar(m.state_exp, dev))
+        elif type(m) is nm.Delta:
+            st["act"], st["residue"], s = fused.compiled(fused.delta)(
+                st["act"], st["residue"], a, fused.scalar(m.vth, dev),
+                fused.scalar(m.spike_exp + m.state_exp, dev), fused.scalar(m.state_exp, dev))
+        else:
+            return False
+        new_s[g.name] = s
+        return True
 
     def _bias_mantissas(self, inputs, biases, n) -> dict[str, torch.Tensor]:
         """Per-sample bias mantissa (N, *shape) int64 of every group that has one."""

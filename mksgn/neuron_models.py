@@ -58,7 +58,11 @@ _UV_MAX = 1 << 23
 
 
 def wrap32(x: torch.Tensor) -> torch.Tensor:
-    """Two's-complement wrap of an int64 tensor to int32 values."""
+    """Two's-complement wrap of an int64 tensor to int32 values (a read-only range check first:
+    the wrap's three passes are needed only when a value really left the int32 range)."""
+    mn, mx = torch.aminmax(x)
+    if bool(mn >= -(1 << 31)) and bool(mx < (1 << 31)):
+        return x
     return ((x + (1 << 31)) & (_INT32 - 1)) - (1 << 31)
 
 
@@ -69,7 +73,7 @@ def _add(x, a):
 def _delta_encode(x: torch.Tensor, st: dict, vth: int) -> torch.Tensor:
     """Lava's ``delta_dynamics`` without cumulative error; updates act/residue, returns s."""
     delta = wrap32(x - st["act"] + st["residue"])
-    s = torch.where(delta.abs() >= vth, delta, torch.zeros_like(delta))
+    s = delta.masked_fill(delta.abs() < vth, 0)
     st["residue"] = delta - s
     st["act"] = x
     return s

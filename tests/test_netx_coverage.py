@@ -19,7 +19,7 @@ SDNN_STATES = ("sigma", "act", "residue")
 
 
 def compare(path, steps, record, *, currents=None, bias=None, spikes=None, num_layers=None,
-            input_shape=None, min_messages=1, netx=True):
+            input_shape=None, min_messages=1, netx=True, compile=False):
     """Run ``path`` in Lava (through netx, or for what netx cannot build through our
     LavaNetwork of Lava processes) and in the engine; assert equal outputs and states."""
     net = netx_io.read(path, num_layers=num_layers, input_shape=input_shape)
@@ -35,7 +35,8 @@ def compare(path, steps, record, *, currents=None, bias=None, spikes=None, num_l
         kw["biases"] = {first.name: torch.tensor(bias)[None]}
     if spikes is not None:
         kw["source_spikes"] = {first.name: torch.tensor(spikes)[None]}
-    er = engine.run(net, None, num_steps=steps, record=("s", *record), device="cpu", **kw)
+    er = engine.Engine(net, "cpu", compile=compile).run(None, num_steps=steps,
+                                                       record=("s", *record), **kw)
     assert set(lr.spikes) == {m["group"] for m in net.meta["layers"]}
     total = 0
     for g, s in lr.spikes.items():
@@ -275,3 +276,22 @@ def test_errors_name_layer_and_follow_netx(tmp_path):
     path = _bad(tmp_path, "type", lambda w: (w.input((4,), cuba(rng)), w.layer("kwta", (3,))))
     with pytest.raises(netx_io.NetxFormatError, match=r"layer 1: layer type 'kwta' is not "):
         netx_io.read(path)
+
+
+@pytest.mark.lava
+@pytest.mark.slow
+def test_compiled_engine_equals_lava(tmp_path):
+    """Engine(compile=True): fused CUBA / sigma-delta / delta kernels give Lava's integers."""
+    rng = np.random.default_rng(13)
+    path = tmp_path / "mix.net"
+    with Writer(path) as w:
+        w.input((2, 4, 4), sdnn(rng, vth=3))
+        w.conv((3, 4, 4), weights(rng, (3, 2, 3, 3)), sdnn(rng), padding=(1, 1),
+               bias=rng.integers(-20, 40, 3))
+        w.flatten((48, 1, 1))
+        w.dense(6, weights(rng, (6, 48)), cuba(rng, vth=int(rng.integers(20, 90))),
+                delay=rng.integers(0, 3, 6))
+        w.dense(3, weights(rng, (3, 6)), sdnn(rng, vth=2))
+    steps = 10
+    compare(path, steps, ("u", "v") + SDNN_STATES, compile=True,
+            currents=rng.integers(-40, 60, (steps, 2, 4, 4)))
