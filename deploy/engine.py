@@ -495,6 +495,7 @@ class Engine:
                            for k in g.model.states})
                  for g in self.neurons}
         hist = _History(self.depth)
+        self._full: dict[str, torch.Tensor] = {}
         for ps in self.synapses:
             ps.reset()
         res = EngineResult(num_steps=steps)
@@ -608,17 +609,35 @@ class Engine:
             res.scores = state[readout]["v"]
         return res
 
+    def _flat(self, x, like: torch.Tensor, key: str | None = None) -> torch.Tensor:
+        """x as a full, contiguous 2-D (N, M) tensor for ``like`` (N, *shape): the fused kernels
+        then see one layout whatever the layer, and compile once (a bias is made once per run,
+        keyed by ``key``)."""
+        if key is not None and key in self._full:
+            return self._full[key]
+        n = like.shape[0]
+        x = torch.as_tensor(x, dtype=torch.int64, device=like.device)
+        if tuple(x.shape) != tuple(like.shape):
+            x = torch.broadcast_to(x.reshape(x.shape[0], *like.shape[1:]) if x.dim() ==
+                                   like.dim() else x, like.shape)
+        x = x.reshape(n, -1).contiguous().detach()   # detach: no view base for dynamo to guard
+        if key is not None:
+            self._full[key] = x
+        return x
+
     def _fused_cuba(self, g: NeuronGroup, st: dict, a, bias, spiking: bool):
         from mksgn.deploy import fused
         dev = self.device
         p = g.params
         vth = (p.vth_mant << loihi.VTH_SHIFT) if spiking else _M   # v never exceeds 2**23 - 1
-        if isinstance(bias, int):
-            bias = fused.scalar(bias, dev)
-        a = a.expand_as(st["u"]) if a.dim() < st["u"].dim() else a
-        return fused.compiled(fused.cuba)(
-            st["u"], st["v"], a, bias, fused.scalar(loihi.DECAY_UNITY - p.i_decay, dev),
+        u = st["u"]
+        n = u.shape[0]
+        out = fused.compiled(fused.cuba)(
+            u.reshape(n, -1).detach(), st["v"].reshape(n, -1).detach(), self._flat(a, u),
+            self._flat(bias, u, g.name),
+            fused.scalar(loihi.DECAY_UNITY - p.i_decay, dev),
             fused.scalar(loihi.DECAY_UNITY - p.v_decay, dev), fused.scalar(vth, dev))
+        return tuple(x.reshape(u.shape) for x in out)
 
     def _fused_model(self, g: NeuronGroup, st: dict, a, bias, new_s: dict) -> bool:
         """Run ``g``'s model as a fused kernel when there is one; False to fall back to eager."""
@@ -626,19 +645,27 @@ class Engine:
         from mksgn.deploy import fused
         dev = self.device
         m = g.model
+        if type(m) not in (nm.SigmaDelta, nm.Delta):
+            return False
+        like = st["act"]
+        n, shape = like.shape[0], like.shape
+        flat = lambda k: st[k].reshape(n, -1).detach()  # noqa: E731
         if type(m) is nm.SigmaDelta:
-            if isinstance(bias, int):
-                bias = fused.scalar(bias, dev)
-            st["sigma"], st["act"], st["residue"], s = fused.compiled(fused.sigma_delta)(
-                st["sigma"], st["act"], st["residue"], a, bias, fused.scalar(m.vth, dev),
+            out = fused.compiled(fused.sigma_delta)(
+                flat("sigma"), flat("act"), flat("residue"), self._flat(a, like),
+                self._flat(bias, like, g.name), fused.scalar(m.vth, dev),
                 fused.scalar(m.state_exp, dev))
+            names = ("sigma", "act", "residue")
         elif type(m) is nm.Delta:
-            st["act"], st["residue"], s = fused.compiled(fused.delta)(
-                st["act"], st["residue"], a, fused.scalar(m.vth, dev),
+            out = fused.compiled(fused.delta)(
+                flat("act"), flat("residue"), self._flat(a, like), fused.scalar(m.vth, dev),
                 fused.scalar(m.spike_exp + m.state_exp, dev), fused.scalar(m.state_exp, dev))
+            names = ("act", "residue")
         else:
             return False
-        new_s[g.name] = s
+        for k, x in zip(names, out):
+            st[k] = x.reshape(shape)
+        new_s[g.name] = out[-1].reshape(shape)
         return True
 
     def _bias_mantissas(self, inputs, biases, n) -> dict[str, torch.Tensor]:
