@@ -295,3 +295,32 @@ def test_compiled_engine_equals_lava(tmp_path):
     steps = 10
     compare(path, steps, ("u", "v") + SDNN_STATES, compile=True,
             currents=rng.integers(-40, 60, (steps, 2, 4, 4)))
+
+
+@pytest.mark.lava
+def test_slayer_sigma_delta_export(tmp_path):
+    """A network exported by slayer's own sigma_delta blocks (Input, Conv, Flatten, Dense,
+    Output with sigma_output) runs identically."""
+    import h5py
+    slayer = pytest.importorskip("lava.lib.dl.slayer")
+    torch.manual_seed(0)
+    p = {"threshold": 0.1, "activation": torch.nn.functional.relu}
+    blocks = torch.nn.ModuleList([
+        slayer.block.sigma_delta.Input(p),
+        slayer.block.sigma_delta.Conv(p, 2, 4, 3, padding=1, weight_scale=2),
+        slayer.block.sigma_delta.Flatten(),
+        slayer.block.sigma_delta.Dense(p, 4 * 4 * 3, 6, weight_scale=2),
+        slayer.block.sigma_delta.Output(p, 6, 3),
+    ])
+    x = torch.rand(1, 2, 4, 3, 4)
+    for b in blocks:
+        x = b(x)
+    path = tmp_path / "slayer_sdnn.net"
+    with h5py.File(path, "w") as h:
+        lay = h.create_group("layer")
+        for i, b in enumerate(blocks):
+            b.export_hdf5(lay.create_group(str(i)))
+    rng = np.random.default_rng(14)
+    net, _, _ = compare(path, 8, SDNN_STATES, currents=rng.integers(-40, 60, (8, 2, 4, 3)))
+    assert [type(g.model).__name__ for g in net.groups] == ["Delta", "SigmaDelta", "SigmaDelta",
+                                                            "Sigma"]
