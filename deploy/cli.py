@@ -322,9 +322,12 @@ def _compare(student, xs: np.ndarray, preds: np.ndarray, agree: dict) -> None:
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path, dir_okay=False),
               help="Output .npz: `spikes` (output layer, x, y, z, t) and `<layer>/<name>`.")
 @click.option("--timeout", type=float, default=None, help="Stop a Lava run after this many s.")
+@click.option("--compile", "compile_", is_flag=True,
+              help="Fast engine: fuse the neuron updates with torch.compile (same results; "
+                   "pays off on long runs, costs seconds to compile).")
 def run(net_file: Path, steps: int, input_path: Path | None, bias_path: Path | None,
         input_shape: str | None, num_layers: int | None, reset_interval: int | None,
-        engine: str, record: str, out: Path, timeout: float | None) -> None:
+        engine: str, record: str, out: Path, timeout: float | None, compile_: bool) -> None:
     """Run a lava-dl netx file on one input, bit-exactly (fast engine or Lava).
 
     \b
@@ -419,8 +422,8 @@ def run(net_file: Path, steps: int, input_path: Path | None, bias_path: Path | N
         if bias is not None:
             kw["biases"] = {first.name: torch.from_numpy(bias)[None]}
         try:
-            res = fast.run(net, None, num_steps=steps, record=want,
-                           reset_interval=reset_interval, device="cpu", **kw)
+            res = fast.Engine(net, "cpu", compile=compile_).run(
+                None, num_steps=steps, record=want, reset_interval=reset_interval, **kw)
         except ValueError as e:
             _fail(f"{net_file}: {e}")
         per = {"s": {g: res.spikes[g][0].cpu().numpy() for g in layers}}

@@ -46,6 +46,11 @@ def test_run_sdnn_file_fast_equals_lava_with_layers(tmp_path):
     assert "layer3/residue" in z.files and np.count_nonzero(z["layer3/sigma"])
     z, _ = _both(tmp_path, path, 7, tmp_path / "x.npy", "s", ("--layers", 2))
     assert z["spikes"].shape == (3, 4, 3, 7)                          # layer 1's output
+    out = tmp_path / "compiled.npz"
+    r = _run(path, "--steps", 7, "--input", tmp_path / "x.npy", "--out", out, "--compile",
+             "--layers", 2)
+    assert r.exit_code == 0, r.output
+    assert np.array_equal(np.load(out)["spikes"], z["spikes"])
 
 
 @pytest.mark.lava
