@@ -200,6 +200,9 @@ class _PreparedSynapse:
         self.wrap = wrap24 if is_lava_conv else wrap32
         self.device = device
         self.rows_max = int(rows.max(initial=0))
+        # Lava's Dense (no delay) sums in int32 before its right shift; DelayDense sums in int64
+        self.prewrap = (syn.kind == "dense" and syn.weight_exp < 0 and not np.ndim(syn.delay)
+                        and int(syn.delay) == 0 and bound >= 1 << 31)
         # graded sources: the static bound assumes int32 messages; at run time the real largest
         # message often allows float32 (exact while rows_max * max|x| < 2**24)
         self.graded = max_input > 1
@@ -290,7 +293,10 @@ class _PreparedSynapse:
         # CPU convolutions/GEMMs of integers below the exactness bound are exact already;
         # elsewhere round() absorbs any tiny error of a transform-based algorithm.
         acc = acc if acc.device.type == "cpu" and dtype == torch.float32 else torch.round(acc)
-        return shift(acc.to(torch.int64), syn.weight_exp).reshape(n, *self.dst_shape)
+        acc = acc.to(torch.int64)
+        if self.prewrap:
+            acc = wrap32(acc)       # Lava's Dense: int32 weights . int32 input, then the shift
+        return shift(acc, syn.weight_exp).reshape(n, *self.dst_shape)
 
     def current(self, history: "_History") -> torch.Tensor | None:
         """int64 (N, *dst_shape) current for this step, or None when every source step is < 0.

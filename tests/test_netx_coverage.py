@@ -324,3 +324,23 @@ def test_slayer_sigma_delta_export(tmp_path):
     net, _, _ = compare(path, 8, SDNN_STATES, currents=rng.integers(-40, 60, (8, 2, 4, 3)))
     assert [type(g.model).__name__ for g in net.groups] == ["Delta", "SigmaDelta", "SigmaDelta",
                                                             "Sigma"]
+
+
+@pytest.mark.lava
+def test_graded_dense_overflow_wraps_like_lava(tmp_path):
+    """Large graded messages into a dense layer with a negative weight exponent: Lava's Dense
+    sums in int32 (wrapping) before its right shift, and so does the engine."""
+    rng = np.random.default_rng(15)
+    path = tmp_path / "wrap.net"
+    with Writer(path) as w:
+        w.input((32,), sdnn(rng, vth=1))
+        w.dense(4, weights(rng, (4, 32), 0, 11) * np.array([[1], [-1], [1], [-1]]),
+                sdnn(rng, vth=1))
+    net = netx_io.read(path)
+    assert net.synapses[0].weight_exp < 0
+    steps = 6
+    cur = rng.integers(60000, 120000, (steps, 32)) * np.array([1, -1, 1, -1, 1, -1])[:, None]
+    compare(path, steps, SDNN_STATES, currents=cur)
+    er = engine.run(net, None, num_steps=steps, currents={"layer0": torch.tensor(cur)[None]})
+    x = er.spikes["layer0"][0].numpy().astype(np.int64)
+    assert np.abs(x).max() * np.abs(net.synapses[0].weight).sum(1).max() >= 1 << 31
