@@ -23,6 +23,14 @@ Public API (kept stable; the student author tests against it)::
 
     run(net, inputs, *, record=("s",), device=None, ...) -> EngineResult
     Engine(net, device).run(...)            # the same, keeping prepared weights between batches
+    Engine(net, device, compile=True)       # neuron updates as fused torch.compile kernels
+
+Delayed dense synapses: delays per output neuron run one product per step into a delay line,
+delays per input neuron gather each input from its own past step before one product (when the
+exponent is not negative: a right shift does not distribute over Lava's per-delay partial sums),
+per-synapse delays run one product per distinct delay, each shifted on its own as in Lava's
+DelayDense. Lava's Dense (no delay) sums in int32 before a right shift, DelayDense in int64; the
+engine follows each.
 """
 from __future__ import annotations
 

@@ -1,9 +1,35 @@
 """Stock lava-dl netx ``.net`` files <-> ``netgraph.Network``: the ``/layer/<i>`` section.
 
-Reading covers netx files made of ``input`` / ``flatten`` / ``dense`` / ``conv`` layers with
-``CUBA`` or ``LOIHI`` neurons (what ``slayer.block.cuba`` exports and ``netx.hdf5.Network`` loads);
-writing covers chain networks (each group fed by exactly one dense or conv synapse from the group
-before it), which stock ``netx.hdf5.Network`` then loads unchanged.
+Reading covers every file ``lava.lib.dl.netx.hdf5.Network`` (lava-dl 0.6.0) builds, and gives
+mksgn's own stated semantics to the layer types netx lists but cannot build. Two tables hold it:
+``LAYER_TYPES`` (one ``LayerType`` per netx ``type``: how it is read into groups and synapses,
+and what stock netx does with it) and ``NEURON_TYPES`` (CUBA/LOIHI -> CUBA params; SDNN ->
+``neuron_models`` Delta / SigmaDelta / Sigma; RF_* -> ``Resonator``). Adding a type touches one
+entry, its reader function and its test (``tests/test_netx_coverage.py``). What each type means:
+
+========== ================= ===========================================================
+type       stock netx        read as
+========== ================= ===========================================================
+input      builds            neuron layer (bias / current driven); no neuron: input shape
+flatten    builds            nothing: dense synapses index the row-major (C, H, W) order
+dense      builds            dense synapse (DelayDense with ``delay``: per output, per input
+                             or per synapse); weight/real+imag: ComplexDense into RF
+dense_rec  builds            input + recurrent dense synapses (jointly optimised weights;
+                             with delays both lose the exponent, as netx does)
+conv       builds            conv synapse (delays ignored, as netx does)
+pool       NotImplemented    per-channel sum pooling, one shared integer kernel (conv)
+convT      NotImplemented    transposed conv, (in, out/groups, kH, kW) weights, 32-bit sums
+unpool     NotImplemented    per-channel transposed conv with one shared integer kernel
+concat     NotImplemented    next layer reads the ``layers`` listed, joined along channels
+average    NotImplemented    integer sums of K equal consecutive parts (graded, ``Sum``)
+dense_comp AttributeError    ComplexDense, as netx builds it for a complex ``dense`` layer
+========== ================= ===========================================================
+
+``read(..., num_layers=N)`` reads only the first N entries (netx's ``num_layers``).
+``Network.meta["netx"]`` is "ok" or the exception stock netx raises on the file; errors of our
+own (``NetxFormatError``) are one line naming the layer index and type, with netx's own reason
+where netx rejects the file too. Writing covers chain networks of CUBA groups (each fed by
+exactly one dense or conv synapse from the group before it), which stock netx loads unchanged.
 
 Axis order. netx describes a layer in (x, y, z) = (width, height, channels) order, but the file
 stores what slayer wrote: ``shape`` as (C, H, W), conv weights as (out, in/groups, kH, kW), and
@@ -31,6 +57,10 @@ What netx does to the numbers, and how it maps (``lava/lib/dl/netx/hdf5.py``):
   readout group stores vThMant 2**17 for the same reason.
 - ``input`` with a neuron: a neuron group (driven by its bias or by an input current sequence; netx
   never connects the block's ``inp`` to it). ``input`` without a neuron: a ``source`` group.
+- SDNN: netx ignores ``activation`` (always ReLU) and sets ``spike_exp = state_exp = 6``; biases
+  keep their 32-bit range (``bias << 12``), no 13-bit clamp; ``reset_interval`` does not apply.
+- RF / RF_IZ: only behind complex dense layers (netx's input block has no complex input); the
+  12-bit sin/cos decays are those Lava derives from the file's ``sinDecay`` / ``cosDecay``.
 """
 from __future__ import annotations
 
