@@ -46,11 +46,28 @@ def test_run_sdnn_file_fast_equals_lava_with_layers(tmp_path):
     assert "layer3/residue" in z.files and np.count_nonzero(z["layer3/sigma"])
     z, _ = _both(tmp_path, path, 7, tmp_path / "x.npy", "s", ("--layers", 2))
     assert z["spikes"].shape == (3, 4, 3, 7)                          # layer 1's output
-    out = tmp_path / "compiled.npz"
-    r = _run(path, "--steps", 7, "--input", tmp_path / "x.npy", "--out", out, "--compile",
-             "--layers", 2)
-    assert r.exit_code == 0, r.output
-    assert np.array_equal(np.load(out)["spikes"], z["spikes"])
+
+
+@pytest.mark.slow
+def test_run_compile_flag_gives_the_same_bits(tmp_path):
+    rng = np.random.default_rng(23)
+    path = tmp_path / "c.net"
+    with Writer(path) as w:
+        w.input((2, 4, 3), sdnn(rng, vth=3))
+        w.conv((3, 4, 3), weights(rng, (3, 2, 3, 3)), sdnn(rng), padding=(1, 1))
+        w.flatten((36, 1, 1))
+        w.dense(4, weights(rng, (4, 36)), cuba(rng))
+    np.save(tmp_path / "x.npy", rng.integers(-40, 60, (3, 4, 2, 7)))
+    outs = []
+    for flag in ((), ("--compile",)):
+        out = tmp_path / f"o{len(flag)}.npz"
+        r = _run(path, "--steps", 7, "--input", tmp_path / "x.npy", "--out", out,
+                 "--record", "s,u,v,sigma,act,residue", *flag)
+        assert r.exit_code == 0, r.output
+        outs.append(np.load(out))
+    assert sorted(outs[0].files) == sorted(outs[1].files)
+    for k in outs[0].files:
+        assert np.array_equal(outs[0][k], outs[1][k]), k
 
 
 @pytest.mark.lava
