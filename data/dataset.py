@@ -11,12 +11,17 @@ the requested modalities.
   angles ~ U(-60, 60) degrees (a random camera view), normalise each axis to [-1, 1] by the
   sample's own range, then draw ``window`` random frames in time order; in testing normalise
   and take ``window`` evenly spaced frames.
+- ``body_view_norm``: ``view_norm`` after rotating every sample into its body's own axes
+  (``preprocess.align_to_body``, 2s-AGCN's NTU pre-normalisation), train and test alike, with
+  the random rotation narrowed to U(-15, 15) degrees: the camera's viewpoint is removed rather
+  than learned. The mksgn NW-UCLA configs use it (see their comments for the measured reason).
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable, Sequence
 
 import numpy as np
@@ -25,7 +30,7 @@ from torch.utils.data import Dataset
 
 from .layouts import Layout, get_layout
 from .modalities import MODALITIES, compute
-from .preprocess import (minmax_normalise, random_frame_indices, random_rotate,
+from .preprocess import (align_to_body, minmax_normalise, random_frame_indices, random_rotate,
                          uniform_frame_indices, valid_crop_resize, view_transform)
 
 __all__ = ["SkeletonDataset", "Pipeline", "PIPELINES", "TRAIN_P_INTERVAL", "TEST_P_INTERVAL",
@@ -34,38 +39,49 @@ __all__ = ["SkeletonDataset", "Pipeline", "PIPELINES", "TRAIN_P_INTERVAL", "TEST
 TRAIN_P_INTERVAL = (0.5, 1.0)
 TEST_P_INTERVAL = (0.95,)
 VIEW_ANGLE_DEG = 60
+BODY_VIEW_ANGLE_DEG = 15
 
 
 @dataclass(frozen=True)
 class Pipeline:
     """A train-time and a test-time way from a padded (C, T, V, M) sample with ``num_valid``
-    valid frames to (C, window, V, M). ``train(x, num_valid, window, rng, rotate)``,
-    ``test(x, num_valid, window)``."""
+    valid frames to (C, window, V, M). ``train(x, num_valid, window, rng, rotate, layout)``,
+    ``test(x, num_valid, window, layout)``."""
     name: str
-    train: Callable[[np.ndarray, int, int, np.random.Generator, bool], np.ndarray]
-    test: Callable[[np.ndarray, int, int], np.ndarray]
+    train: Callable[..., np.ndarray]
+    test: Callable[..., np.ndarray]
 
 
-def _crop_resize_train(x, n, window, rng, rotate):
+def _crop_resize_train(x, n, window, rng, rotate, layout):
     x = valid_crop_resize(x, n, window, TRAIN_P_INTERVAL, rng)
     return random_rotate(x, rng) if rotate else x
 
 
-def _view_norm_train(x, n, window, rng, rotate):
+def _crop_resize_test(x, n, window, layout):
+    return valid_crop_resize(x, n, window, TEST_P_INTERVAL)
+
+
+def _view_norm_train(x, n, window, rng, rotate, layout, angle=VIEW_ANGLE_DEG, align=False):
+    x = x[:, :max(1, n)]
+    if align:
+        x = align_to_body(x, n, layout.torso)
     # integer degrees, as CTR-GCN's random.randint(-60, 60)
-    ax, ay = np.radians(rng.integers(-VIEW_ANGLE_DEG, VIEW_ANGLE_DEG + 1, size=2))
-    x = minmax_normalise(view_transform(x[:, :max(1, n)], ax, ay), n)
+    ax, ay = np.radians(rng.integers(-angle, angle + 1, size=2))
+    x = minmax_normalise(view_transform(x, ax, ay), n)
     return x[:, random_frame_indices(n, window, rng)]
 
 
-def _view_norm_test(x, n, window):
+def _view_norm_test(x, n, window, layout, align=False):
+    if align:
+        x = align_to_body(x, n, layout.torso)
     return minmax_normalise(x, n)[:, uniform_frame_indices(n, window)]
 
 
 PIPELINES: dict[str, Pipeline] = {p.name: p for p in (
-    Pipeline("crop_resize", _crop_resize_train,
-             lambda x, n, window: valid_crop_resize(x, n, window, TEST_P_INTERVAL)),
+    Pipeline("crop_resize", _crop_resize_train, _crop_resize_test),
     Pipeline("view_norm", _view_norm_train, _view_norm_test),
+    Pipeline("body_view_norm", partial(_view_norm_train, angle=BODY_VIEW_ANGLE_DEG, align=True),
+             partial(_view_norm_test, align=True)),
 )}
 
 
@@ -150,9 +166,9 @@ class SkeletonDataset(Dataset):
         n = int(self.num_frames[index])
         if self.train:
             rng = rng if rng is not None else np.random.default_rng([self.seed, self.epoch, index])
-            x = self.pipeline.train(x, n, self.window, rng, self.rotate)
+            x = self.pipeline.train(x, n, self.window, rng, self.rotate, self._layout)
         else:
-            x = self.pipeline.test(x, n, self.window)
+            x = self.pipeline.test(x, n, self.window, self._layout)
         return compute(x, self.modalities, self._layout).astype(np.float32, copy=False)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:

@@ -27,6 +27,8 @@ class Layout:
         bones: (joint, parent) 0-based pairs; the root joint has no pair and its bone is zero.
         center_joint: joint the sequences are centred on (spine middle, Kinect joint 2).
         joint_names: V human-readable names, index = joint id.
+        torso: (spine base, spine top, left shoulder, right shoulder) joints that fix the body's
+            own axes (``preprocess.align_to_body``).
     """
 
     name: str
@@ -34,6 +36,7 @@ class Layout:
     bones: tuple[tuple[int, int], ...]
     center_joint: int
     joint_names: tuple[str, ...] = ()
+    torso: tuple[int, int, int, int] = (0, 1, 2, 3)
 
     def __post_init__(self) -> None:
         seen = set()
@@ -108,6 +111,7 @@ NTU25 = Layout(
                       (18, 17), (19, 18), (20, 19), (22, 23), (23, 8), (24, 25), (25, 12)]),
     center_joint=1,  # spine_mid: the origin of the SGN / CTR-GCN seq_transformation
     joint_names=_NTU_NAMES,
+    torso=(0, 20, 4, 8),  # spine_base, spine_shoulder, shoulder_left, shoulder_right
 )
 
 # Kinect v1 joints of NW-UCLA: hip centre, spine, shoulder centre, head, then the limbs in the
@@ -121,6 +125,7 @@ UCLA20 = Layout(
                       (19, 18), (20, 19)]),
     center_joint=1,  # spine: CTR-GCN's feeder_ucla centres on value[0, 1, :]
     joint_names=("hip_center", "spine", "shoulder_center", "head") + _NTU_NAMES[4:20],
+    torso=(0, 2, 4, 8),  # hip_center, shoulder_center, shoulder_left, shoulder_right
 )
 
 LAYOUTS: dict[str, Layout] = {NTU25.name: NTU25, UCLA20.name: UCLA20}

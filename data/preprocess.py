@@ -30,7 +30,7 @@ from .ntu import SkeletonSequence
 __all__ = ["DenoiseConfig", "denoise_bodies", "assemble_actors", "center_on_first_frame",
            "limit_frames", "to_ctvm", "prepare_ntu_sequence", "prepare_ucla_sequence",
            "valid_crop_resize", "resize_time", "random_rotate", "rotation_matrix", "valid_length",
-           "view_transform", "minmax_normalise", "random_frame_indices", "uniform_frame_indices"]
+           "view_transform", "align_to_body", "minmax_normalise", "random_frame_indices", "uniform_frame_indices"]
 
 MAX_ACTORS = 2
 
@@ -250,6 +250,32 @@ def view_transform(x: np.ndarray, ax: float, ay: float) -> np.ndarray:
     ry = np.array([[cy, 0, -sy], [0, 1, 0], [sy, 0, cy]])
     r = (ry @ rx).astype(x.dtype)
     return np.einsum("itvm,ij->jtvm", x, r)
+
+
+def align_to_body(x: np.ndarray, num_valid: int, torso: tuple[int, int, int, int],
+                  frames: int = 5) -> np.ndarray:
+    """Rotate (C=3, T, V, M) into the first body's own axes, as seen in its first ``frames``
+    valid frames: y along the spine (base -> top), x along the shoulders (right -> left, made
+    orthogonal to y), z = x cross y. The same rotation for every frame, so the body still turns
+    and walks within the sequence; only the camera's viewpoint is removed. This is 2s-AGCN's
+    NTU ``pre_normalization`` (spine and shoulders parallel to two axes, from the first frame;
+    CTR-GCN's NTU data carries it), here with y rather than z along the spine. A degenerate torso
+    (zero vectors) leaves x unchanged."""
+    base, top, left, right = torso
+    p = x[:, :max(1, min(frames, num_valid)), :, 0].astype(np.float64)     # (3, f, V)
+    up = (p[:, :, top] - p[:, :, base]).mean(axis=1)
+    across = (p[:, :, left] - p[:, :, right]).mean(axis=1)
+    ny = np.linalg.norm(up)
+    if ny == 0:
+        return x
+    y = up / ny
+    across = across - across.dot(y) * y
+    nx = np.linalg.norm(across)
+    if nx == 0:
+        return x
+    ex = across / nx
+    r = np.stack([ex, y, np.cross(ex, y)])                                  # rows: new axes
+    return np.einsum("ij,jtvm->itvm", r, x).astype(x.dtype, copy=False)
 
 
 def minmax_normalise(x: np.ndarray, num_valid: int) -> np.ndarray:

@@ -212,3 +212,22 @@ def test_view_norm_dataset_draws_are_reproducible_and_test_is_deterministic(tmp_
     np.testing.assert_allclose(te[0][0].numpy()[0], want, atol=1e-6)
     with pytest.raises(ValueError, match="unknown pipeline"):
         SkeletonDataset(d, "test", pipeline="nope")
+
+
+def test_align_to_body_removes_the_camera_view():
+    from mksgn.data.layouts import get_layout
+    from mksgn.data.preprocess import align_to_body, rotation_matrix
+    lay = get_layout("ucla")
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(3, 12, 20, 1))
+    a = align_to_body(x, 10, lay.torso)
+    base, top, left, right = lay.torso
+    f = a[:, :5, :, 0]
+    up = (f[:, :, top] - f[:, :, base]).mean(1)
+    across = (f[:, :, left] - f[:, :, right]).mean(1)
+    assert abs(up[0]) < 1e-9 and abs(up[2]) < 1e-9 and up[1] > 0      # spine along +y
+    assert abs(across[2]) < 1e-9 and across[0] > 0                    # shoulders in the x-y plane
+    # the same body seen from another camera (any rotation) aligns to the same array
+    r = rotation_matrix(0.7, -1.1, 2.0)
+    seen = np.einsum("ij,jtvm->itvm", r, x)
+    np.testing.assert_allclose(align_to_body(seen, 10, lay.torso), a, atol=1e-9)

@@ -209,14 +209,18 @@ def summary(source: Path, num_classes: int | None, layout_name: str | None, as_j
         click.echo(json.dumps(out, indent=1))
         return
     from rich.table import Table
-    table = Table(title="model summary (MACs per sample, batch 1)")
-    for col in ("kind", "source", "input (N,K,C,T,V,M)", "params", "MACs", "neurons"):
+    # the sources go on their own lines: a path column would wrap letter by letter at 80 columns
+    table = Table(title="model summary (MACs per sample, batch 1)", title_justify="left")
+    for col in ("kind", "input (N,K,C,T,V,M)", "params", "MACs", "neurons"):
         table.add_column(col, justify="right" if col in ("params", "MACs", "neurons") else "left",
-                         overflow="fold", no_wrap=col != "source")
+                         no_wrap=True)
     for r in out:
-        table.add_row(r["kind"], r["source"], "x".join(map(str, r["input"])), f"{r['params']:,}",
+        table.add_row(r["kind"], "x".join(map(str, r["input"])), f"{r['params']:,}",
                       f"{r['macs']:,}", "" if r["neurons"] is None else f"{r['neurons']:,}")
-    _console().print(table)
+    con = _console()
+    con.print(table)
+    for r in out:
+        con.print(f"{r['kind']}: {r['source']}", soft_wrap=True, highlight=False)
 
 
 def _classes_and_layout(cfg, num_classes, layout_name, source) -> tuple[int, str]:

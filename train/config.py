@@ -55,7 +55,7 @@ class DataConfig:
     benchmark: str = "xsub"
     window: int = 64
     modalities: tuple[str, ...] = ()
-    pipeline: Literal["crop_resize", "view_norm"] = "crop_resize"
+    pipeline: Literal["crop_resize", "view_norm", "body_view_norm"] = "crop_resize"
     rotate: bool = False
     num_workers: int = 0
 
