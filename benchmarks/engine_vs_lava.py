@@ -216,7 +216,10 @@ def main(argv=None) -> int:
     ap.add_argument("--engine-samples", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--device", default=None)
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch CPU threads (default 1: on cores shared with other jobs, "
+                         "OpenMP's threads wait for each other and the engine runs up to 50x "
+                         "slower; 0 keeps torch's default)")
     ap.add_argument("--no-compile", action="store_true",
                     help="eager neuron updates (netx kinds compile them by default)")
     ap.add_argument("--repeats", type=int, default=3,
