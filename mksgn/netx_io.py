@@ -283,7 +283,12 @@ def _bias(layer, shape, where, n: Neuron) -> np.ndarray | None:
     else:
         raise NetxFormatError(f"{where}: bias of shape {b.shape} could not be broadcast to "
                               f"neuron of shape {tuple(shape[::-1])} (x, y, z)")
-    return out.astype(np.int32).astype(np.int64)      # netx: bias_mant.astype(np.int32)
+    out = out.astype(np.int32).astype(np.int64)       # netx: bias_mant.astype(np.int32)
+    if n.model is None and (out.min() < loihi.BIAS_MANT_MIN or out.max() > loihi.BIAS_MANT_MAX):
+        raise NetxFormatError(f"{where}: bias mantissa outside Loihi's 13-bit range "
+                              f"[{loihi.BIAS_MANT_MIN}, {loihi.BIAS_MANT_MAX}] (Lava's CPU "
+                              f"model would use it unclipped; the chip cannot)")
+    return out
 
 
 def _read_input(r: _Reader, layer, i: int, where: str) -> None:

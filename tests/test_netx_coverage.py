@@ -344,3 +344,12 @@ def test_graded_dense_overflow_wraps_like_lava(tmp_path):
     er = engine.run(net, None, num_steps=steps, currents={"layer0": torch.tensor(cur)[None]})
     x = er.spikes["layer0"][0].numpy().astype(np.int64)
     assert np.abs(x).max() * np.abs(net.synapses[0].weight).sum(1).max() >= 1 << 31
+
+
+def test_cuba_bias_beyond_13_bits_is_refused(tmp_path):
+    rng = np.random.default_rng(16)
+    path = _bad(tmp_path, "bias", lambda w: (
+        w.input((4,), cuba(rng)),
+        w.dense(3, weights(rng, (3, 4)), cuba(rng), bias=np.array([6000, 0, 1]))))
+    with pytest.raises(netx_io.NetxFormatError, match=r"layer 1 \(dense\): bias mantissa outside"):
+        netx_io.read(path)
