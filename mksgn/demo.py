@@ -39,18 +39,19 @@ class DemoPlan:
     benchmark: str = "xsub"
     teacher_config: str = "synth_teacher.yaml"
     student_config: str = "synth_student.yaml"
-    teacher_set: tuple[str, ...] = ("optim.epochs=10", "data.window=24", "model.base_channels=8")
-    # Small enough that Lava runs a sample in well under a minute.
+    teacher_set: tuple[str, ...] = ("optim.epochs=8", "data.window=24", "model.base_channels=8")
+    # 4 blocks, so that Lava checks a sample in well under a minute (18 steps, ~50 processes).
     student_set: tuple[str, ...] = ("optim.epochs=16", "data.window=24", "model.frames=24",
-                                    "model.stem_channels=8", "model.channels=[12,12,16,16,16,16]",
+                                    "model.stem_channels=8", "model.channels=[12,12,16,16]",
+                                    "model.strides=[1,1,2,1]", "kd.stages=[[1,3],[2,6],[3,9]]",
                                     "optim.lr=0.02")
     synth: dict = field(default_factory=lambda: {"classes": 8, "subjects": 8,
                                                  "samples-per-class": 36, "frames": 40})
     lava_samples: int = 2
     profiles: tuple[str, ...] = ("loihi", "loihi2", "cmos45nm_fp32", "cmos45nm_int8")
     budget_s: dict = field(default_factory=lambda: {
-        "data synth": 20, "data prepare": 20, "train teacher": 150, "train student": 120,
-        "convert": 30, "simulate (fast engine)": 30, "Lava fixed_pt + spike agreement": 150,
+        "data synth": 20, "data prepare": 20, "train teacher": 120, "train student": 90,
+        "convert": 30, "simulate (fast engine)": 30, "Lava fixed_pt + spike agreement": 120,
         "energy": 20})
 
     @classmethod

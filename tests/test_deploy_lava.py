@@ -86,14 +86,16 @@ def test_timeout_stops_the_run_and_cleans_up(monkeypatch):
 
     def slow(self):
         if self.time_step == 2:
-            time.sleep(30)
+            time.sleep(60)
         return orig(self)
 
     monkeypatch.setattr(lava_graph.PyJointAttentionModelFixed, "run_spk", slow)
     net, inp = random_graph_network(np.random.default_rng(0), steps=6)
     before = {c.pid for c in multiprocessing.active_children()}
     with pytest.raises(lava_graph.LavaTimeout):
-        with lava_graph.LavaNetwork(net, timeout=5) as ln:
+        # 12 s: past the compile and the workers' start even on loaded cores (the alarm must
+        # fire while the run waits, not while Python forks the workers)
+        with lava_graph.LavaNetwork(net, timeout=12) as ln:
             ln.run(inputs=inp)
     assert _no_new_children(before)
 
