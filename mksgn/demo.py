@@ -39,19 +39,20 @@ class DemoPlan:
     benchmark: str = "xsub"
     teacher_config: str = "synth_teacher.yaml"
     student_config: str = "synth_student.yaml"
-    teacher_set: tuple[str, ...] = ("optim.epochs=8", "data.window=24", "model.base_channels=8")
-    # 4 blocks, so that Lava checks a sample in well under a minute (18 steps, ~50 processes).
+    teacher_set: tuple[str, ...] = ("optim.epochs=10", "data.window=24", "model.base_channels=8")
+    # Small enough that Lava runs a sample in about a minute. No soft labels: the data is 8 of
+    # NTU60's 60 classes, and the teacher's 60-way soft labels at T = 4 put most of their mass on
+    # the 52 absent ones (measured, seed 0: 31 % with them, 58 % without, on the same teacher).
     student_set: tuple[str, ...] = ("optim.epochs=16", "data.window=24", "model.frames=24",
-                                    "model.stem_channels=8", "model.channels=[12,12,16,16]",
-                                    "model.strides=[1,1,2,1]", "kd.stages=[[1,3],[2,6],[3,9]]",
-                                    "optim.lr=0.02")
+                                    "model.stem_channels=8", "model.channels=[12,12,16,16,16,16]",
+                                    "optim.lr=0.02", "kd.soft_labels=false")
     synth: dict = field(default_factory=lambda: {"classes": 8, "subjects": 8,
                                                  "samples-per-class": 36, "frames": 40})
     lava_samples: int = 2
     profiles: tuple[str, ...] = ("loihi", "loihi2", "cmos45nm_fp32", "cmos45nm_int8")
     budget_s: dict = field(default_factory=lambda: {
-        "data synth": 20, "data prepare": 20, "train teacher": 120, "train student": 90,
-        "convert": 30, "simulate (fast engine)": 30, "Lava fixed_pt + spike agreement": 120,
+        "data synth": 20, "data prepare": 20, "train teacher": 150, "train student": 120,
+        "convert": 30, "simulate (fast engine)": 30, "Lava fixed_pt + spike agreement": 180,
         "energy": 20})
 
     @classmethod
@@ -64,7 +65,7 @@ class DemoPlan:
         return cls(dataset="ucla", benchmark="xview", teacher_config="ucla_cpu_teacher.yaml",
                    student_config="ucla_cpu_student.yaml", teacher_set=(), student_set=(),
                    synth={}, budget_s={
-                       "data prepare": 30, "train teacher": 22 * 60, "train student": 50 * 60,
+                       "data prepare": 30, "train teacher": 22 * 60, "train student": 30 * 60,
                        "convert": 60, "simulate (fast engine)": 4 * 60,
                        "Lava fixed_pt + spike agreement": 16 * 60, "energy": 60})
 

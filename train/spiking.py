@@ -110,8 +110,8 @@ def cuba_states(a: torch.Tensor, bias_eff: torch.Tensor | int, p: loihi.CubaPara
     and the update runs in float64, which is exact here: every state is an integer below 2**24,
     a decay product ``x * (4096 - d)`` is below 2**37 and dividing by 4096 is exact, so
     ``trunc(x * (4096 - d) / 4096)`` equals the chip's ``sign(x) * (|x| * (4096 - d) >> 12)``.
-    That path is several times faster than int64 division. Otherwise the int64 update with every
-    wrap runs.
+    That path avoids int64 division (benchmarks/bench_student.py). Otherwise the int64 update
+    with every wrap runs.
     """
     steps = a.shape[-1]
     amax = int(a.abs().max()) if a.numel() else 0
