@@ -357,7 +357,7 @@ def demo(dataset: str, root: Path | None, out: Path | None, quick: bool, force: 
     data -> teacher -> student (distilled) -> convert -> fast engine on the whole test split
     -> Lava fixed_pt on a few samples with a spike-by-spike check -> energy -> report.md.
     Examples:
-      mksgn demo                                    # synthetic data, ~7 min on 2 cores
+      mksgn demo                                    # synthetic data, ~9 min on 2 cores
       mksgn demo --dataset ucla --root all_sqe      # real NW-UCLA, <= 100 min on 2 cores
     """
     from rich.console import Console

@@ -10,8 +10,6 @@ import yaml
 
 __all__ = ["train", "evaluate", "summary"]
 
-# Classes and skeleton of the datasets, for `summary CONFIG` when no prepared data is at hand.
-_KNOWN = {"ntu120": (120, "ntu25"), "ntu60": (60, "ntu25"), "ucla": (10, "ucla20")}
 
 
 def _parse_sets(sets: tuple[str, ...]) -> dict:
@@ -230,7 +228,11 @@ def _classes_and_layout(cfg, num_classes, layout_name, source) -> tuple[int, str
         num_classes = num_classes or int(meta["num_classes"])
         layout_name = layout_name or meta["layout"]
     hay = f"{cfg.data.prepared} {source.name}".lower()
-    for key, (nc, lay) in _KNOWN.items():
+    # classes and skeleton of the named dataset (one home: mksgn.data.prepare.DATASET_SPECS)
+    from mksgn.data.layouts import get_layout
+    from mksgn.data.prepare import DATASET_SPECS
+    for key, spec in DATASET_SPECS.items():
+        nc, lay = spec.num_classes, get_layout(key).name
         if key in hay:
             num_classes = num_classes or nc
             layout_name = layout_name or lay
