@@ -1,5 +1,15 @@
 """ONNX files of the conversion: the teacher, and the student's float rate-coded ANN counterpart.
 
+``teacher.onnx`` is the teacher's ``forward(x) -> logits`` traced on one sample
+(``LogitsOnly``, batch 1, the config's window), opset 17, with a dynamic batch axis.
+``teacher_graph`` writes the same file for a teacher built from a run config with its initial
+(untrained) weights: the graph, its shapes and so its MACs depend only on the config, the
+dataset's classes, skeleton and bodies, and the window, never on the weight values (eval-mode
+export folds every BN that follows a conv into it whatever its statistics), so the energy stage
+can price a teacher nobody trained, e.g. the paper-scale ``train/configs/ucla_teacher.yaml``. Such a
+file says what it is in its ONNX ``metadata_props`` (``TEACHER_GRAPH_KEYS``, all ``mksgn.*``):
+the config file, the dataset, the weights ("untrained ...") and the input shape.
+
 ``student_float.onnx`` is NOT the spiking student. The spiking student's forward runs integer
 CUBA dynamics step by step with data-dependent integer-width choices (``quant.exact_dtype``),
 custom autograd functions and 32/24-bit wraps: a trace would freeze choices made for the traced
@@ -26,6 +36,9 @@ operation counts; its accuracy is not the spiking student's.
 """
 from __future__ import annotations
 
+import os
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,9 +51,14 @@ from mksgn.netgraph import Network
 
 from .student_io import FloatWeight
 
-__all__ = ["FloatRateModel", "LogitsOnly", "export_onnx", "check_onnx", "OPSET"]
+__all__ = ["FloatRateModel", "LogitsOnly", "export_onnx", "check_onnx", "OPSET", "TeacherGraph",
+           "teacher_graph", "TEACHER_GRAPH_KEYS"]
 
 OPSET = 17
+# ONNX metadata_props of a teacher graph built from a config (``teacher_graph``)
+TEACHER_GRAPH_KEYS = ("mksgn.config", "mksgn.dataset", "mksgn.weights", "mksgn.input")
+UNTRAINED = ("untrained: the config's initial weights (seed 0); the graph and its MACs do not "
+             "depend on them")
 
 
 def _topo_order(net: Network) -> list[str]:
@@ -178,9 +196,11 @@ class LogitsOnly(nn.Module):
         return out.logits if hasattr(out, "logits") else out
 
 
-def export_onnx(module: nn.Module, example: torch.Tensor, path: str | Path) -> None:
+def export_onnx(module: nn.Module, example: torch.Tensor, path: str | Path,
+                metadata: dict[str, str] | None = None) -> None:
     """Export ``module(x) -> logits`` to ONNX (opset 17, input ``x`` and output ``logits`` with a
-    dynamic batch axis) and check it with ``onnx.checker``."""
+    dynamic batch axis), add ``metadata`` to its ``metadata_props`` and check it with
+    ``onnx.checker``."""
     import contextlib
     import io
 
@@ -191,7 +211,105 @@ def export_onnx(module: nn.Module, example: torch.Tensor, path: str | Path) -> N
         torch.onnx.export(module, (example,), str(path), opset_version=OPSET, dynamo=False,
                           input_names=["x"], output_names=["logits"],
                           dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}})
-    onnx.checker.check_model(onnx.load(str(path)), full_check=True)
+    model = onnx.load(str(path))
+    if metadata:
+        onnx.helper.set_model_props(model, {str(k): str(v) for k, v in metadata.items()})
+        onnx.save(model, str(path))
+    onnx.checker.check_model(model, full_check=True)
+
+
+@dataclass
+class TeacherGraph:
+    """What ``teacher_graph`` wrote: ``path`` (DIR/teacher.onnx) and the facts it was built from."""
+    path: Path
+    config: str
+    dataset: str
+    num_classes: int
+    layout: str
+    persons: int
+    window: int
+    modalities: tuple[str, ...]
+    params: int
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """One sample's input (1, K, 3, T, V, M)."""
+        from mksgn.data.layouts import get_layout
+        return (1, len(self.modalities), 3, self.window, get_layout(self.layout).num_joints,
+                self.persons)
+
+
+def teacher_graph(config: str | Path, dataset: str | None, out: str | Path,
+                  force: bool = False) -> TeacherGraph:
+    """Write ``out/teacher.onnx``: the teacher of run config ``config`` for ``dataset``, untrained.
+
+    The model is built as ``mksgn train`` builds it (``train.checkpoint.build_model``) for the
+    dataset's classes and skeleton (``data.prepare.DATASET_SPECS``, ``data.layouts``) and exported
+    as ``mksgn convert --teacher`` exports a trained one: the same graph, with initial weights.
+    dataset: ``ntu60`` | ``ntu120`` | ``ucla``; None: the one in the config's prepared data's
+    info.json. ``out`` is written like convert's output directory (all or nothing; an existing
+    non-empty ``out`` only with ``force``). Raises ConvertError with one line naming the file.
+    """
+    from mksgn.data.layouts import get_layout
+    from mksgn.data.prepare import DATASET_SPECS
+    from mksgn.train.checkpoint import build_model
+    from mksgn.train.config import ConfigError, load_config
+
+    from .convert import _check_out, _commit, _dataset_name, _example_input
+    from .student_io import ConvertError, _first_line
+
+    out, config = Path(out), Path(config)
+    _check_out(out, force)
+    try:
+        cfg = load_config(config)
+    except ConfigError as e:
+        raise ConvertError(str(e)) from None
+    if cfg.kind != "teacher":
+        raise ConvertError(f"{config}: a {cfg.kind!r} run config where a teacher's is needed")
+    dataset = dataset or _dataset_name(cfg)
+    if dataset is None:
+        raise ConvertError(f"{config}: which dataset? its prepared data ({cfg.data.prepared}) is "
+                           "not there to say; give --dataset")
+    if dataset not in DATASET_SPECS:
+        raise ConvertError(f"{config}: unknown dataset {dataset!r}; choose from "
+                           f"{', '.join(DATASET_SPECS)}")
+    spec, layout = DATASET_SPECS[dataset], get_layout(dataset)
+    persons = int(cfg.model.persons)
+    if persons != spec.persons:
+        # training refuses this too (train.loop): the data_bn width is persons x joints x coords
+        raise ConvertError(f"{config}: model.persons is {persons} but {dataset} holds "
+                           f"{spec.persons} body slot(s) per sample; set model.persons: "
+                           f"{spec.persons}")
+    window = int(cfg.data.window)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)        # see convert.convert: one thread is fastest for one sample
+    try:
+        torch.manual_seed(0)
+        model = build_model("teacher", cfg.model, spec.num_classes, layout).eval()
+        example = _example_input(cfg.model, layout, window, batch=1)
+        meta = {"mksgn.config": str(config), "mksgn.dataset": dataset, "mksgn.weights": UNTRAINED,
+                "mksgn.input": "x float32 (N, K, C, T, V, M) = (n, "
+                                + ", ".join(map(str, example.shape[1:])) + ")"}
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        try:
+            try:
+                export_onnx(LogitsOnly(model), example, tmp / "teacher.onnx", meta)
+            except Exception as e:  # noqa: BLE001
+                raise ConvertError(f"{config}: the teacher does not export to ONNX "
+                                   f"({type(e).__name__}: {_first_line(e)})") from None
+            _commit(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    finally:
+        torch.set_num_threads(threads)
+    return TeacherGraph(path=out / "teacher.onnx", config=str(config), dataset=dataset,
+                        num_classes=spec.num_classes, layout=layout.name, persons=persons,
+                        window=window, modalities=tuple(cfg.model.modalities),
+                        params=sum(p.numel() for p in model.parameters()))
 
 
 def check_onnx(path: str | Path, module: nn.Module, example: torch.Tensor) -> float | None:

@@ -2,8 +2,9 @@
 
 ``simulate`` evaluates DIR/model.net on a prepared split with the fast engine (``--engine fast``,
 the default) or Lava's bit-accurate simulator (``--engine lava``), and writes
-``OUT/activity.json`` (schema ``mksgn-activity/1``, read by the energy stage) and
-``OUT/activity.npz``. ``run`` runs one input through a netx file and saves spikes (and u, v).
+``OUT/activity.json`` (schema ``mksgn-activity/2``, read by the energy stage) and
+``OUT/activity.npz`` (per-neuron spike counts; with the fast engine also active neuron-steps).
+``run`` runs one input through a netx file and saves spikes (and u, v).
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import numpy as np
 from mksgn.files import atomic_write, sha256
 from mksgn.netgraph import fold_persons
 
-ACTIVITY_SCHEMA = "mksgn-activity/1"
+ACTIVITY_SCHEMA = "mksgn-activity/2"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -26,13 +27,17 @@ class GroupActivity:
     neurons: int
     spikes_per_sample: float           # spikes of the whole group per sample (all steps)
     firing_rate: float                 # spikes per neuron per step
+    active_per_sample: float | None = None   # active neuron-steps per sample (None: not recorded)
 
 
 @dataclass
 class ActivityReport:
     """What ``mksgn simulate`` measured; ``activity.json``. ``spikes_per_sample`` counts every
     run of a sample (two persons = two runs, as the chip would run both); ``firing_rate`` is per
-    neuron per step of one run."""
+    neuron per step of one run. ``active_updates``: "recorded" when activity.npz holds
+    ``active/<group>`` (active neuron-steps by ``mksgn.opcount``'s rule; the fast engine),
+    "spikes" when it does not (Lava: the energy stage then counts a step active only when the
+    neuron fires, a lower bound)."""
     network_file: str
     network_sha256: str
     engine: str
@@ -46,6 +51,7 @@ class ActivityReport:
     correct: int
     groups: dict[str, GroupActivity] = field(default_factory=dict)
     agreement: dict | str = "n/a"
+    active_updates: str = "spikes"
     schema: str = ACTIVITY_SCHEMA
 
     def to_json(self) -> str:
@@ -170,6 +176,8 @@ def simulate(net_dir: Path, data: Path, split: str, samples: int | None, engine:
 
     labels = np.asarray(ds.labels[:n], dtype=np.int64)
     counts = {g.name: np.zeros(g.shape, np.int64) for g in net.groups}
+    active = {g.name: np.zeros(g.shape, np.int64) for g in net.groups} if engine == "fast" \
+        else None                       # Lava runs record spikes only
     preds = np.zeros(n, np.int64)
     student = _load_student(net_dir, console)
     agree = {"predictions": 0, "compared": 0}
@@ -188,7 +196,7 @@ def simulate(net_dir: Path, data: Path, split: str, samples: int | None, engine:
                     xs, feeds, m = batch(lo, hi)
                     try:
                         res = eng.run({k: torch.from_numpy(v) for k, v in feeds.items()},
-                                      record=())
+                                      record=("active",))
                     except ValueError as e:
                         _fail(f"{net_path}: {e}")
                     runs += (hi - lo) * m
@@ -196,6 +204,8 @@ def simulate(net_dir: Path, data: Path, split: str, samples: int | None, engine:
                     preds[lo:hi] = scores.argmax(1)
                     for g, c in res.counts.items():
                         counts[g] += c.sum(0).cpu().numpy().astype(np.int64)
+                    for g, c in res.active.items():
+                        active[g] += c.sum(0).cpu().numpy()
                     _compare(student, xs, preds[lo:hi], agree)
                     progress.advance(task, hi - lo)
             else:
@@ -223,12 +233,14 @@ def simulate(net_dir: Path, data: Path, split: str, samples: int | None, engine:
     report = ActivityReport(
         network_file=str(net_path), network_sha256=sha256(net_path), engine=engine, samples=n,
         runs=runs, num_steps=net.num_steps, split=split, dataset=str(prepared), persons=persons,
-        accuracy=correct / n, correct=correct)
+        accuracy=correct / n, correct=correct,
+        active_updates="recorded" if active is not None else "spikes")
     for g in net.groups:
         tot = int(counts[g.name].sum())
         report.groups[g.name] = GroupActivity(
             neurons=g.size, spikes_per_sample=tot / n,
-            firing_rate=tot / (runs * g.size * max(1, net.num_steps)))
+            firing_rate=tot / (runs * g.size * max(1, net.num_steps)),
+            active_per_sample=None if active is None else int(active[g.name].sum()) / n)
     if student is None:
         report.agreement = "n/a"
     elif isinstance(student, str):
@@ -243,14 +255,20 @@ def simulate(net_dir: Path, data: Path, split: str, samples: int | None, engine:
     def write_npz(t):
         with open(t, "wb") as f:
             np.savez(f, samples=np.int64(n), predictions=preds, labels=labels,
-                     **{f"spikes/{g}": c for g, c in counts.items()})
+                     **{f"spikes/{g}": c for g, c in counts.items()},
+                     **{f"active/{g}": c for g, c in (active or {}).items()})
     atomic_write(out / "activity.npz", write_npz)
 
     table = Table(title=f"{net_path} on {split} ({n} samples, {engine} engine)")
-    for col in ("group", "neurons", "spikes/sample", "firing rate"):
+    if active is not None:
+        table.caption = "active: share of neuron-steps with a non-zero state or a spike"
+    for col in ("group", "neurons", "spikes/sample", "firing rate", "active"):
         table.add_column(col, justify="right" if col != "group" else "left")
     for name, a in report.groups.items():
-        table.add_row(name, str(a.neurons), f"{a.spikes_per_sample:.1f}", f"{a.firing_rate:.4f}")
+        busy = "-" if a.active_per_sample is None else \
+            f"{a.active_per_sample * n / (runs * a.neurons * max(1, net.num_steps)):.4f}"
+        table.add_row(name, str(a.neurons), f"{a.spikes_per_sample:.1f}", f"{a.firing_rate:.4f}",
+                      busy)
     console.print(table)
     console.print(f"accuracy {report.accuracy:.4f} ({correct}/{n})")
     ag = report.agreement

@@ -22,6 +22,7 @@ int32 wraps; the others take the general ``cuba_update``.
 Public API (kept stable; the student author tests against it)::
 
     run(net, inputs, *, record=("s",), device=None, ...) -> EngineResult
+    record=(..., "active")                  # also count active neuron-steps (mksgn.opcount)
     Engine(net, device).run(...)            # the same, keeping prepared weights between batches
     Engine(net, device, compile=True)       # neuron updates as fused torch.compile kernels
 
@@ -159,6 +160,9 @@ class EngineResult:
         (int64 output messages for groups whose neuron model is graded).
     u, v: group -> int64 (N, num_steps, *shape), when "u"/"v" are in ``record``.
     counts: group -> int32 (N, *shape) spikes per neuron summed over steps (always).
+    active: group -> int64 (N, *shape) active steps per neuron (every group, when "active" is in
+        ``record``): steps after whose update any state is non-zero or the neuron sent a message
+        (the rule of ``mksgn.opcount``; a source group: its spikes).
     scores: int64 (N, *readout shape): the readout group's v after the last step (None without one).
     """
     num_steps: int
@@ -166,6 +170,7 @@ class EngineResult:
     u: dict[str, torch.Tensor] = field(default_factory=dict)
     v: dict[str, torch.Tensor] = field(default_factory=dict)
     counts: dict[str, torch.Tensor] = field(default_factory=dict)
+    active: dict[str, torch.Tensor] = field(default_factory=dict)
     scores: torch.Tensor | None = None
     final_v: dict[str, torch.Tensor] = field(default_factory=dict)
     states: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
@@ -454,7 +459,9 @@ class Engine:
         """Run the network from zero state.
 
         inputs: modality -> float (N, C, T, V), one per encoder modality (real units).
-        record: any of "s", "u", "v": what to keep per step for ``groups`` (default all).
+        record: any of "s", "u", "v" (or a neuron model's states): what to keep per step for
+            ``groups`` (default all); "active": count every group's active neuron-steps
+            (``EngineResult.active``).
         num_steps: defaults to ``net.num_steps``.
         biases: group -> int bias mantissa (N, *shape) replacing the group's static bias (a netx
             input layer driven by bias).
@@ -467,7 +474,7 @@ class Engine:
         batch_size: split N into chunks (results are concatenated).
         """
         record = tuple(record)
-        known = {"s", "u", "v"} | {k for g in self.neurons if g.model is not None
+        known = {"s", "u", "v", "active"} | {k for g in self.neurons if g.model is not None
                                    for k in g.model.states}
         bad = set(record) - known
         if bad:
@@ -513,8 +520,10 @@ class Engine:
         for ps in self.synapses:
             ps.reset()
         res = EngineResult(num_steps=steps)
-        rec_states = [k for k in record if k != "s"]
+        rec_states = [k for k in record if k not in ("s", "active")]
         rec_s = "s" in record
+        active = {g.name: torch.zeros((n, *g.shape), dtype=torch.int64, device=dev)
+                  for g in self.net.groups} if "active" in record else None
         spikes_rec = {g: [] for g in self.groups if g in keep}
         st_rec = {k: {g.name: [] for g in self.neurons if g.name in keep and k in state[g.name]}
                   for k in rec_states}
@@ -605,6 +614,11 @@ class Engine:
                 for name, s in new_s.items():
                     hist.push(name, s)
                     counts[name] += (s != 0) if s.dtype != torch.bool else s
+                    if active is not None:
+                        busy = s != 0
+                        for x in state.get(name, {}).values():   # after this step's update
+                            busy = busy | (x != 0)
+                        active[name] += busy
                     if name in keep:
                         if rec_s:
                             spikes_rec[name].append(s)
@@ -618,6 +632,7 @@ class Engine:
         res.u = res.states.get("u", {})
         res.v = res.states.get("v", {})
         res.counts = counts
+        res.active = active or {}
         res.final_v = {g.name: state[g.name]["v"] for g in cuba}
         if readout:
             res.scores = state[readout]["v"]
@@ -729,6 +744,7 @@ def _concat(parts: list[EngineResult]) -> EngineResult:
     r.u = r.states.get("u", {})
     r.v = r.states.get("v", {})
     r.counts = cat([p.counts for p in parts])
+    r.active = cat([p.active for p in parts]) if parts[0].active else {}
     r.final_v = cat([p.final_v for p in parts])
     r.scores = torch.cat([p.scores for p in parts]) if parts[0].scores is not None else None
     return r

@@ -1,9 +1,16 @@
 """Reading the activity that ``mksgn simulate`` measured (contract 5) and checking it fits the network.
 
-``OUT/activity.json`` (schema ``mksgn-activity/1``): ``network_sha256`` of the model.net it ran,
-``engine``, ``samples``, ``runs`` (network runs: samples x persons), ``num_steps`` and per group
-``{neurons, spikes_per_sample, firing_rate}``. ``OUT/activity.npz``: ``spikes/<group>`` per-neuron
-spike counts summed over all runs (int64, group shape) and ``samples``.
+``OUT/activity.json`` (schema ``mksgn-activity/2``): ``network_sha256`` of the model.net it ran,
+``engine``, ``samples``, ``runs`` (network runs: samples x persons), ``num_steps``,
+``active_updates`` ("recorded" or "spikes") and per group ``{neurons, spikes_per_sample,
+firing_rate, active_per_sample}``. ``OUT/activity.npz``: ``spikes/<group>`` per-neuron spike counts
+summed over all runs (int64, group shape), ``samples``, and, when ``active_updates`` is
+"recorded" (the fast engine), ``active/<group>``: per-neuron active neuron-steps summed over all
+runs (int64, group shape; the rule is ``mksgn.opcount``'s).
+
+Schema ``mksgn-activity/1`` (no ``active_updates``, no ``active/``) is still read; its active
+neuron updates are counted by the old lower-bound rule (a step is active when the neuron fires),
+as are those of a /2 file whose ``active_updates`` is "spikes" (a Lava run).
 """
 from __future__ import annotations
 
@@ -17,7 +24,8 @@ from mksgn import netgraph
 from mksgn.files import sha256
 from mksgn.hw_profiles.energy import Activity
 
-SCHEMA = "mksgn-activity/1"
+SCHEMA = "mksgn-activity/2"
+SCHEMAS = ("mksgn-activity/1", SCHEMA)       # every schema this reader understands
 FOREIGN = "activity report is from another network"
 
 
@@ -34,9 +42,11 @@ def read_activity(act_dir: Path, net: netgraph.Network, net_path: Path) -> Activ
         meta = json.loads(jpath.read_text())
     except json.JSONDecodeError as e:
         raise click.ClickException(f"{jpath}:{e.lineno}: not valid JSON ({e.msg})") from None
-    if not isinstance(meta, dict) or meta.get("schema") != SCHEMA:
+    if not isinstance(meta, dict) or meta.get("schema") not in SCHEMAS:
         got = meta.get("schema") if isinstance(meta, dict) else None
-        raise click.ClickException(f"{jpath}: schema {got!r}, expected {SCHEMA!r}")
+        raise click.ClickException(f"{jpath}: schema {got!r}, expected "
+                                   + " or ".join(repr(k) for k in SCHEMAS))
+    recorded = meta["schema"] != SCHEMAS[0] and meta.get("active_updates") == "recorded"
     for key in ("network_sha256", "samples", "num_steps"):
         if key not in meta:
             raise click.ClickException(f"{jpath}: {key}: missing field")
@@ -49,19 +59,24 @@ def read_activity(act_dir: Path, net: netgraph.Network, net_path: Path) -> Activ
         raise click.ClickException(f"{jpath}: {FOREIGN} (num_steps {meta['num_steps']} "
                                    f"!= {net.num_steps})")
     counts: dict[str, np.ndarray] = {}
+    active: dict[str, np.ndarray] | None = {} if recorded else None
     try:
         with np.load(npath) as z:
             for g in net.groups:
-                key = f"spikes/{g.name}"
-                if key not in z:
-                    raise click.ClickException(f"{npath}: {FOREIGN} (no spikes for group {g.name!r})")
-                c = np.asarray(z[key])
-                if tuple(c.shape) != tuple(g.shape):
-                    raise click.ClickException(f"{npath}: {FOREIGN} ({key} has shape "
-                                               f"{tuple(c.shape)}, the group {tuple(g.shape)})")
-                if c.size and c.min() < 0:
-                    raise click.ClickException(f"{npath}: {key}: negative spike count")
-                counts[g.name] = c.astype(np.int64)
+                for kind, into in (("spikes", counts), ("active", active)):
+                    if into is None:
+                        continue
+                    key = f"{kind}/{g.name}"
+                    if key not in z:
+                        raise click.ClickException(f"{npath}: {FOREIGN} (no {kind} for group "
+                                                   f"{g.name!r})")
+                    c = np.asarray(z[key])
+                    if tuple(c.shape) != tuple(g.shape):
+                        raise click.ClickException(f"{npath}: {FOREIGN} ({key} has shape "
+                                                   f"{tuple(c.shape)}, the group {tuple(g.shape)})")
+                    if c.size and c.min() < 0:
+                        raise click.ClickException(f"{npath}: {key}: negative count")
+                    into[g.name] = c.astype(np.int64)
             if "samples" in z and int(z["samples"]) != samples:
                 raise click.ClickException(f"{npath}: samples {int(z['samples'])} differs from "
                                            f"{jpath}'s {samples}")
@@ -73,5 +88,13 @@ def read_activity(act_dir: Path, net: netgraph.Network, net_path: Path) -> Activ
         if c.size and c.max() > max_spikes:
             raise click.ClickException(f"{npath}: spikes/{name}: a neuron fired {int(c.max())} "
                                        f"times in {runs} runs of {net.num_steps} steps")
+    for name, a in (active or {}).items():
+        if a.size and a.max() > max_spikes:
+            raise click.ClickException(f"{npath}: active/{name}: a neuron was active "
+                                       f"{int(a.max())} times in {runs} runs of "
+                                       f"{net.num_steps} steps")
+        if (a < counts[name]).any():     # a neuron that fires is active in that step
+            raise click.ClickException(f"{npath}: active/{name}: fewer active steps than spikes")
     return Activity(counts=counts, samples=samples, num_steps=int(meta["num_steps"]), runs=runs,
-                    engine=str(meta.get("engine", "")), network_sha256=meta["network_sha256"])
+                    engine=str(meta.get("engine", "")), network_sha256=meta["network_sha256"],
+                    active=active)

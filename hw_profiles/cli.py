@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from mksgn.hw_profiles import profiles as hwp
+from mksgn import profiles as hwp
 from mksgn.terminal import wide_option
 
 
@@ -64,6 +64,12 @@ def _measure(ctx: click.Context, net_dir: Path, data: Path, split: str, samples:
                    "Default: cmos45nm_fp32 (the paper's comparison), gpu, cpu, arm.")
 @click.option("--teacher-macs", type=click.Path(path_type=Path, dir_okay=False),
               help="Teacher per-layer MACs as JSON, when DIR/teacher.onnx is missing.")
+@click.option("--reference-teacher", type=click.Path(path_type=Path),
+              metavar="FILE.onnx|FILE.json",
+              help="A second teacher to compare the student with, beside DIR's: e.g. the "
+                   "paper-scale one, `mksgn convert --teacher-config "
+                   "train/configs/ucla_teacher.yaml --dataset ucla --out D` writes it as "
+                   "D/teacher.onnx; or MACs as JSON (as --teacher-macs).")
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False),
               help="Report directory for energy.json, energy.csv, energy.png.")
 @click.option("--list-profiles", is_flag=True, help="List the bundled profiles and exit.")
@@ -71,17 +77,20 @@ def _measure(ctx: click.Context, net_dir: Path, data: Path, split: str, samples:
 @click.pass_context
 def energy(ctx: click.Context, net_dir: Path | None, profile_names: tuple[str, ...],
            activity: Path | None, data: Path | None, split: str, samples: int,
-           teacher_names: tuple[str, ...], teacher_macs: Path | None, out: Path | None,
-           list_profiles: bool, wide: bool) -> None:
+           teacher_names: tuple[str, ...], teacher_macs: Path | None,
+           reference_teacher: Path | None, out: Path | None, list_profiles: bool,
+           wide: bool) -> None:
     """Per-layer energy of a converted student from the spikes it fires, and of its teacher.
 
     DIR is a `mksgn convert` output (model.net, manifest.json, teacher.onnx). Spikes come from
     --activity (a `mksgn simulate` output) or are measured now on --samples test samples of
     --data with the fast engine (kept in OUT/activity/). Per layer: synaptic operations =
     spikes x exact fan-out, neuron updates, spike deliveries, encoder MACs; priced on each --profile. The teacher's MACs
-    come from DIR/teacher.onnx (or --teacher-macs). Writes OUT/energy.json, energy.csv (every
-    layer on every profile) and energy.png; prints the totals, the layers using the most energy
-    and the reduction (every layer: --wide). Profiles: hw_profiles/README.md.
+    come from DIR/teacher.onnx (or --teacher-macs). --reference-teacher adds a second teacher
+    (e.g. the untrained paper-scale one: same MACs as trained) and the reduction against it.
+    Writes OUT/energy.json, energy.csv (every layer on every profile) and energy.png; prints the
+    totals, the layers using the most energy and the reductions (every layer: --wide).
+    Profiles: hw_profiles/README.md.
 
     \b
     Example:
@@ -120,6 +129,12 @@ def energy(ctx: click.Context, net_dir: Path | None, profile_names: tuple[str, .
         teacher_layers, t_source = tea.onnx_layers(onnx_path), str(onnx_path)
     else:
         teacher_layers, t_source = None, ""
+    reference = None
+    if reference_teacher is not None:
+        try:
+            reference = tea.read_teacher(reference_teacher)
+        except click.ClickException as e:
+            raise click.ClickException(f"--reference-teacher {e.message}") from None
     if out is None:
         raise click.UsageError("missing option --out REPORT_DIR")
     if activity is None:
@@ -131,7 +146,7 @@ def energy(ctx: click.Context, net_dir: Path | None, profile_names: tuple[str, .
     source = f"{activity}, {act.engine or 'unknown'} engine"
     try:
         report = rep.build_report(net, str(net_path), act, source, profiles, teacher_layers,
-                                  teacher_profiles, t_source)
+                                  teacher_profiles, t_source, reference)
     except ValueError as e:
         raise click.ClickException(f"{net_path}: {e}") from None
     paths = rep.write_outputs(report, out)

@@ -12,9 +12,11 @@ from pathlib import Path
 
 from mksgn import netgraph
 from mksgn.files import atomic_write
-from mksgn.hw_profiles.energy import Activity, count_student, layer_energy, needed_neurons_per_core
-from mksgn.hw_profiles.profiles import Profile
-from mksgn.hw_profiles.teacher import TeacherLayer, teacher_energy_pj
+from mksgn.hw_profiles.energy import (Activity, count_student, layer_energy,
+                                      needed_neurons_per_core, needed_placements)
+from mksgn.profiles import Profile
+from mksgn.hw_profiles.teacher import TeacherFile, TeacherLayer, teacher_energy_pj
+from mksgn.opcount import placement
 
 SCHEMA = "mksgn-energy/1"
 
@@ -34,7 +36,9 @@ class StudentLayerReport:
     neuron_updates_idle: float
     encoder_macs: float
     core_deliveries: dict[str, float]              # neurons_per_core -> spike deliveries
-    energy_pj: dict[str, dict[str, float]]         # profile -> {synops, neurons, routing, input, total}
+    # profile -> {synops, neurons, routing, mesh, input, total}
+    energy_pj: dict[str, dict[str, float]]
+    mesh_hops: dict[str, dict[str, float]] = field(default_factory=dict)  # profile -> {ew, ns}
 
 
 @dataclass
@@ -46,10 +50,30 @@ class TeacherLayerReport:
 
 
 @dataclass
+class ReferenceTeacher:
+    """A second teacher the student is compared with (``--reference-teacher``), priced on the same
+    teacher profiles as the trained one: e.g. the paper-scale teacher, untrained, whose MACs are
+    those of the trained one (``mksgn convert --teacher-config``).
+
+    source: the file read; name: its config's file name (from the file's metadata) or its own;
+    about: the file's ``mksgn.*`` metadata (config, dataset, weights, input); macs / adds: totals
+    per sample; reduction_percent[student profile][teacher profile] = 100 (1 - E_student / E_ref).
+    """
+    source: str
+    name: str
+    about: dict[str, str]
+    macs: int
+    adds: int
+    layers: list[TeacherLayerReport]
+    total_pj: dict[str, float]
+    reduction_percent: dict[str, dict[str, float | None]]
+
+
+@dataclass
 class EnergyReport:
     network: str
     network_sha256: str
-    activity: dict                                 # source, engine, samples, runs, num_steps
+    activity: dict          # source, engine, samples, runs, num_steps, neuron_updates (rule)
     profiles: list[dict]
     student: list[StudentLayerReport]
     student_total_pj: dict[str, float]
@@ -60,6 +84,7 @@ class EnergyReport:
     # reduction_percent[student profile][teacher profile] = 100 (1 - E_student / E_teacher)
     reduction_percent: dict[str, dict[str, float | None]] = field(default_factory=dict)
     schema: str = SCHEMA
+    reference_teacher: ReferenceTeacher | None = None    # --reference-teacher
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)
@@ -69,47 +94,76 @@ class EnergyReport:
         d = json.loads(text)
         d["student"] = [StudentLayerReport(**r) for r in d["student"]]
         d["teacher"] = [TeacherLayerReport(**r) for r in d["teacher"]]
+        if d.get("reference_teacher"):
+            ref = dict(d["reference_teacher"])
+            ref["layers"] = [TeacherLayerReport(**r) for r in ref["layers"]]
+            d["reference_teacher"] = ReferenceTeacher(**ref)
         return cls(**d)
+
+
+def _price_teacher(layers: list[TeacherLayer], profiles: list[Profile]
+                   ) -> tuple[list[TeacherLayerReport], dict[str, float]]:
+    """Every teacher layer on every teacher profile, and the totals (pJ per sample)."""
+    rows, totals = [], {p.name: 0.0 for p in profiles}
+    for tl in layers:
+        e = {p.name: teacher_energy_pj(tl, p) for p in profiles}
+        for k, v in e.items():
+            totals[k] += v
+        rows.append(TeacherLayerReport(tl.name, tl.macs, tl.adds, e))
+    return rows, totals
+
+
+def _reductions(student: dict[str, float], teacher: dict[str, float]
+                ) -> dict[str, dict[str, float | None]]:
+    """100 (1 - E_student / E_teacher) per (student profile, teacher profile); None: E_teacher 0."""
+    return {s: {t: (100.0 * (1.0 - es / et) if et > 0 else None) for t, et in teacher.items()}
+            for s, es in student.items()}
 
 
 def build_report(net: netgraph.Network, net_path: str, act: Activity, activity_source: str,
                  profiles: list[Profile], teacher_layers: list[TeacherLayer] | None = None,
-                 teacher_profiles: list[Profile] = (), teacher_source: str = "") -> EnergyReport:
-    """Count, price and assemble everything (see ``mksgn.hw_profiles.energy``)."""
-    layers = count_student(net, act, needed_neurons_per_core(profiles))
+                 teacher_profiles: list[Profile] = (), teacher_source: str = "",
+                 reference: TeacherFile | None = None) -> EnergyReport:
+    """Count, price and assemble everything (see ``mksgn.hw_profiles.energy``); ``reference``: a
+    second teacher to compare with (``ReferenceTeacher``), priced on ``teacher_profiles``."""
+    places = needed_placements(profiles)
+    layers = count_student(net, act, needed_neurons_per_core(profiles), places)
     rows, totals = [], {p.name: 0.0 for p in profiles}
     for lc in layers:
-        per_profile = {}
+        per_profile, hops = {}, {}
         for p in profiles:
             e = layer_energy(lc, p, net.num_steps)
             per_profile[p.name] = {"synops": e.synops, "neurons": e.neurons, "routing": e.routing,
-                                   "input": e.input, "total": e.total}
+                                   "mesh": e.mesh, "input": e.input, "total": e.total}
             totals[p.name] += e.total
+            place = placement(p)
+            if place in places:
+                hops[p.name] = {"ew": lc.hops_ew[place], "ns": lc.hops_ns[place]}
         rows.append(StudentLayerReport(
             name=lc.name, shape=list(lc.shape), neurons=lc.neurons, synapses=lc.synapses,
             spikes_per_sample=lc.spikes, firing_rate=lc.firing_rate, synops=lc.synops,
             attention_synops=lc.attention_synops, neuron_updates_active=lc.updates_active,
             neuron_updates_idle=lc.updates_idle, encoder_macs=lc.encoder_macs,
-            core_deliveries={str(k): v for k, v in lc.deliveries.items()}, energy_pj=per_profile))
+            core_deliveries={str(k): v for k, v in lc.deliveries.items()}, energy_pj=per_profile,
+            mesh_hops=hops))
     report = EnergyReport(
         network=str(net_path), network_sha256=act.network_sha256,
         activity={"source": activity_source, "engine": act.engine, "samples": act.samples,
                   "runs": act.runs if act.runs is not None else act.samples,
-                  "num_steps": act.num_steps},
+                  "num_steps": act.num_steps, "neuron_updates": act.active_rule},
         profiles=[p.to_dict() for p in profiles], student=rows, student_total_pj=totals)
+    if teacher_layers or reference is not None:
+        report.teacher_profiles = [p.to_dict() for p in teacher_profiles]
     if teacher_layers:
         report.teacher_source = teacher_source
-        report.teacher_profiles = [p.to_dict() for p in teacher_profiles]
-        t_tot = {p.name: 0.0 for p in teacher_profiles}
-        for tl in teacher_layers:
-            e = {p.name: teacher_energy_pj(tl, p) for p in teacher_profiles}
-            for k, v in e.items():
-                t_tot[k] += v
-            report.teacher.append(TeacherLayerReport(tl.name, tl.macs, tl.adds, e))
-        report.teacher_total_pj = t_tot
-        report.reduction_percent = {
-            s: {t: (100.0 * (1.0 - es / et) if et > 0 else None) for t, et in t_tot.items()}
-            for s, es in totals.items()}
+        report.teacher, report.teacher_total_pj = _price_teacher(teacher_layers, teacher_profiles)
+        report.reduction_percent = _reductions(totals, report.teacher_total_pj)
+    if reference is not None:
+        rows, r_tot = _price_teacher(reference.layers, teacher_profiles)
+        report.reference_teacher = ReferenceTeacher(
+            source=reference.source, name=reference.name, about=dict(reference.about),
+            macs=sum(r.macs for r in rows), adds=sum(r.adds for r in rows), layers=rows,
+            total_pj=r_tot, reduction_percent=_reductions(totals, r_tot))
     return report
 
 
@@ -157,20 +211,20 @@ def _student_table(report: EnergyReport, names: list[str]):
     return t
 
 
-def _teacher_table(report: EnergyReport, tnames: list[str]):
-    """Every teacher layer, every teacher profile (``--wide``)."""
+def _teacher_table(title: str, layers: list[TeacherLayerReport], totals: dict[str, float],
+                   tnames: list[str]):
+    """Every layer of one teacher, every teacher profile (``--wide``)."""
     from rich.table import Table
 
-    tt = Table(title=f"teacher ({report.teacher_source}): per sample", title_justify="left")
+    tt = Table(title=f"{title}: per sample", title_justify="left")
     for col in ("layer", "MACs", "adds"):
         tt.add_column(col, justify="left" if col == "layer" else "right", no_wrap=True)
     for n in tnames:
         tt.add_column(f"E {n}", justify="right", no_wrap=True)
-    for r in report.teacher:
+    for r in layers:
         tt.add_row(r.name, _count(r.macs), _count(r.adds), *[si_energy(r.energy_pj[n]) for n in tnames])
-    tt.add_row("total", _count(sum(r.macs for r in report.teacher)),
-               _count(sum(r.adds for r in report.teacher)),
-               *[si_energy(report.teacher_total_pj[n]) for n in tnames], style="bold")
+    tt.add_row("total", _count(sum(r.macs for r in layers)), _count(sum(r.adds for r in layers)),
+               *[si_energy(totals[n]) for n in tnames], style="bold")
     return tt
 
 
@@ -194,6 +248,12 @@ def _totals_table(report: EnergyReport):
     for n, e in report.teacher_total_pj.items():
         t.add_row("teacher", n, si_energy(e), ops)
         ops = ""
+    ref = report.reference_teacher
+    if ref is not None:
+        ops = f"{_count(ref.macs)} MACs, {_count(ref.adds)} adds"
+        for n, e in ref.total_pj.items():
+            t.add_row("reference teacher", n, si_energy(e), ops)
+            ops = ""
     return t
 
 
@@ -214,17 +274,83 @@ def _top_layers_table(report: EnergyReport, profile: str, top: int):
     return t
 
 
-def _reduction_table(report: EnergyReport, tnames: list[str]):
+PARTS = ("synops", "neurons", "routing", "mesh", "input")
+
+
+def _parts_table(report: EnergyReport):
+    """Student energy per profile split into its parts (fits 80 columns): ``routing`` is the
+    spike deliveries to cores, ``mesh`` their hops between tiles."""
     from rich.table import Table
 
-    rt = Table(title="Energy reduction of the student vs the teacher, 100 (1 - E_student / "
+    t = Table(title="Student energy by part, per sample", title_justify="left")
+    t.add_column("on", overflow="fold")
+    for col in PARTS:
+        t.add_column(col, justify="right", overflow="fold")
+    for p in report.profiles:
+        n = p["name"]
+        t.add_row(n, *[si_energy(sum(r.energy_pj[n].get(k, 0.0) for r in report.student))
+                       for k in PARTS])
+    return t
+
+
+def neuron_update_note(activity: dict) -> str:
+    """One line: how active neuron updates were counted for this report."""
+    if activity.get("neuron_updates") == "recorded":
+        return "neuron updates: active steps as the fast engine recorded them"
+    return "neuron updates: active = spiking steps only (a lower bound: none recorded)"
+
+
+def _reduction_table(reduction: dict[str, dict[str, float | None]], tnames: list[str],
+                     teacher: str = "the teacher"):
+    from rich.table import Table
+
+    rt = Table(title=f"Energy reduction of the student vs {teacher}, 100 (1 - E_student / "
                      "E_teacher); negative: the student needs more", title_justify="left")
     rt.add_column("student on \\ teacher on", overflow="fold")
     for n in tnames:
         rt.add_column(n, justify="right", overflow="fold")
-    for s, per in report.reduction_percent.items():
+    for s, per in reduction.items():
         rt.add_row(s, *["-" if per[n] is None else f"{per[n]:.2f}%" for n in tnames])
     return rt
+
+
+def _headline_pair(reduction: dict[str, dict[str, float | None]]) -> tuple[str, str] | None:
+    """The (student, teacher) profile pair a one-line summary quotes: the paper's 45 nm fp32 pair
+    when both sides have it, else the first of each."""
+    if not reduction:
+        return None
+    s = "cmos45nm_fp32" if "cmos45nm_fp32" in reduction else next(iter(reduction))
+    per = reduction[s]
+    if not per:
+        return None
+    return s, "cmos45nm_fp32" if "cmos45nm_fp32" in per else next(iter(per))
+
+
+def _print_reference(report: EnergyReport, console, wide: bool) -> None:
+    """What the reference teacher is, and the student's reduction against it (one line; every
+    profile pair with ``wide``)."""
+    from mksgn.terminal import print_wide
+
+    ref = report.reference_teacher
+    about = ", ".join(f"{k} {v}" for k, v in ref.about.items() if k in ("dataset", "weights"))
+    console.print(f"reference teacher {ref.name}: {ref.source}" + (f" ({about})" if about else ""))
+    if wide:
+        print_wide(console, _teacher_table(f"reference teacher {ref.name} ({ref.source})",
+                                           ref.layers, ref.total_pj, list(ref.total_pj)))
+        console.print(_reduction_table(ref.reduction_percent, list(ref.total_pj),
+                                       f"the reference teacher {ref.name}"))
+    pair = _headline_pair(ref.reduction_percent)
+    if pair is None:
+        return
+    s, t = pair
+    pct = ref.reduction_percent[s][t]
+    on = s if s == t else f"student on {s}, teacher on {t}"
+    if pct is None:
+        console.print(f"vs reference teacher ({ref.name}): no energy on {t} ({on})")
+    elif pct >= 0:
+        console.print(f"vs reference teacher ({ref.name}): [bold]{pct:.2f}% less[/bold] ({on})")
+    else:
+        console.print(f"vs reference teacher ({ref.name}): [bold]{-pct:.2f}% more[/bold] ({on})")
 
 
 def print_report(report: EnergyReport, console, wide: bool = False, top: int = 5,
@@ -239,10 +365,13 @@ def print_report(report: EnergyReport, console, wide: bool = False, top: int = 5
     console.print(f"student {report.network}: {report.activity['samples']} samples "
                   f"({report.activity['source']})")
     console.print(_totals_table(report))
+    console.print(_parts_table(report))
+    console.print(neuron_update_note(report.activity))
     if wide:
         print_wide(console, _student_table(report, names))
         if report.teacher:
-            print_wide(console, _teacher_table(report, tnames))
+            print_wide(console, _teacher_table(f"teacher ({report.teacher_source})",
+                                               report.teacher, report.teacher_total_pj, tnames))
     else:
         console.print(_top_layers_table(report, names[0], top))
     for p in report.profiles:
@@ -254,9 +383,11 @@ def print_report(report: EnergyReport, console, wide: bool = False, top: int = 5
         console.print(f"every layer on every profile: {rest} (--wide prints them here)")
     if not report.teacher:
         console.print("no teacher: give DIR/teacher.onnx or --teacher-macs for the comparison")
-        return
-    console.print(_reduction_table(report, tnames))
-    if "cmos45nm_fp32" in report.reduction_percent and "cmos45nm_fp32" in report.teacher_total_pj:
+    else:
+        console.print(_reduction_table(report.reduction_percent, tnames,
+                                       f"the teacher ({report.teacher_source})"))
+    if report.teacher and "cmos45nm_fp32" in report.reduction_percent \
+            and "cmos45nm_fp32" in report.teacher_total_pj:
         pct = report.reduction_percent["cmos45nm_fp32"]["cmos45nm_fp32"]
         if pct is not None:
             console.print(f"paper convention (45 nm fp32, Horowitz 2014: synops x 0.9 pJ vs MACs x "
@@ -264,15 +395,19 @@ def print_report(report: EnergyReport, console, wide: bool = False, top: int = 5
                           "teacher" if pct >= 0 else
                           f"paper convention (45 nm fp32): the student uses [bold]{-pct:.2f}% more "
                           "energy[/bold] than the teacher")
+    if report.reference_teacher is not None:
+        _print_reference(report, console, wide)
 
 
 CSV_COLUMNS = ("part", "layer", "profile", "neurons", "synapses", "spikes_per_sample",
-               "firing_rate", "synops", "encoder_macs", "macs", "adds", "synops_pj", "neurons_pj",
-               "routing_pj", "input_pj", "energy_pj", "share")
+               "firing_rate", "synops", "encoder_macs", "hops_ew", "hops_ns", "macs", "adds",
+               "synops_pj", "neurons_pj", "routing_pj", "mesh_pj", "input_pj", "energy_pj",
+               "share")
 
 
 def to_csv(report: EnergyReport) -> str:
-    """One row per (layer, profile), student then teacher; energies pJ per sample."""
+    """One row per (layer, profile), student, teacher, then the reference teacher (part
+    ``reference_teacher``); energies pJ per sample."""
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
     w.writeheader()
@@ -283,15 +418,24 @@ def to_csv(report: EnergyReport) -> str:
                         "synapses": r.synapses, "spikes_per_sample": repr(r.spikes_per_sample),
                         "firing_rate": repr(r.firing_rate), "synops": repr(r.synops),
                         "encoder_macs": repr(r.encoder_macs), "macs": "", "adds": "",
+                        "hops_ew": repr(r.mesh_hops[n]["ew"]) if n in r.mesh_hops else "",
+                        "hops_ns": repr(r.mesh_hops[n]["ns"]) if n in r.mesh_hops else "",
                         "synops_pj": repr(e["synops"]), "neurons_pj": repr(e["neurons"]),
-                        "routing_pj": repr(e["routing"]), "input_pj": repr(e["input"]),
+                        "routing_pj": repr(e["routing"]), "mesh_pj": repr(e.get("mesh", 0.0)),
+                        "input_pj": repr(e["input"]),
                         "energy_pj": repr(e["total"]),
                         "share": repr(e["total"] / tot) if tot else ""})
-    for r in report.teacher:
-        for n, e in r.energy_pj.items():
-            tot = report.teacher_total_pj[n]
-            w.writerow({"part": "teacher", "layer": r.name, "profile": n, "macs": r.macs,
-                        "adds": r.adds, "energy_pj": repr(e), "share": repr(e / tot) if tot else ""})
+    parts = [("teacher", report.teacher, report.teacher_total_pj)]
+    if report.reference_teacher is not None:
+        ref = report.reference_teacher
+        parts.append(("reference_teacher", ref.layers, ref.total_pj))
+    for part, layers, totals in parts:
+        for r in layers:
+            for n, e in r.energy_pj.items():
+                tot = totals[n]
+                w.writerow({"part": part, "layer": r.name, "profile": n, "macs": r.macs,
+                            "adds": r.adds, "energy_pj": repr(e),
+                            "share": repr(e / tot) if tot else ""})
     return buf.getvalue()
 
 
@@ -308,6 +452,10 @@ def plot(report: EnergyReport, path: Path) -> None:
     layers = [r.name for r in report.student]
     bars = [(f"student on {n}", report.student_total_pj[n], "tab:blue") for n in names]
     bars += [(f"teacher on {n}", v, "tab:red") for n, v in report.teacher_total_pj.items()]
+    if report.reference_teacher is not None:
+        ref = report.reference_teacher
+        bars += [(f"reference teacher {ref.name} on {n}", v, "tab:purple")
+                 for n, v in ref.total_pj.items()]
     fig, (ax, bx) = plt.subplots(
         2, 1, figsize=(min(20.0, max(8.0, 0.12 * len(layers) * len(names) + 3)), 8.5),
         gridspec_kw={"height_ratios": [3, max(1.2, 0.25 * len(bars))]})

@@ -7,23 +7,30 @@ Counted per node of ``teacher.onnx`` after ONNX shape inference, batch size 1 (o
 - Einsum: product of the sizes of all distinct indices (every index combination is one MAC);
 - elementwise Mul / Div: one MAC each per output element; Add / Sub: one add (AC) each;
 - BatchNormalization (when not folded): one MAC per output element.
-Everything else (ReLU, reshapes, pooling, softmax...) is not counted. Nodes are grouped into
-layers by their module path (TorchScript export names, ``/m/streams.0/layers.1/gcn/conv/Conv``):
+Everything else (ReLU, reshapes, pooling, softmax...) is not counted, nor is integer arithmetic
+(the Mul / Add of shape computations a trace leaves behind: not work on data).
+Nodes are grouped into layers by their module path (TorchScript export names,
+``/m/streams.0/layers.1/gcn/conv/Conv``):
 the prefix every node shares is dropped (``m``), then the first two components name the layer
 (``streams.0/layers.1``); a node with no module path keeps its own name (``Add_2``).
 
 Energy: cmos profiles: MACs E_mac + adds E_ac; ann_device profiles: (MACs + adds) E_op.
+
+``read_teacher`` reads any teacher the report compares the student with: the trained one
+(``DIR/teacher.onnx``, ``--teacher-macs``) or a reference one (``--reference-teacher``), e.g. the
+paper-scale teacher ``mksgn convert --teacher-config`` builds untrained from its config, whose file
+names its config in the ONNX ``metadata_props`` (``mksgn.config``, ``mksgn.weights``, ...).
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
 import numpy as np
 
-from mksgn.hw_profiles.profiles import Profile
+from mksgn.profiles import Profile
 
 
 @dataclass
@@ -32,6 +39,56 @@ class TeacherLayer:
     name: str
     macs: int
     adds: int = 0
+
+
+@dataclass
+class TeacherFile:
+    """A teacher's per-layer operations (one sample) and where they came from.
+
+    source: the file read. about: its ONNX ``mksgn.*`` metadata without the prefix (``config``,
+    ``dataset``, ``weights``, ``input``; empty for a trained teacher's file or a JSON file).
+    """
+    source: str
+    layers: list[TeacherLayer]
+    about: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """What to call it: its config's file name when the file names one, else its own."""
+        return Path(self.about["config"]).name if self.about.get("config") else \
+            Path(self.source).name
+
+
+def read_teacher(path: str | Path) -> TeacherFile:
+    """A teacher from ``path``: an ONNX model, a ``--teacher-macs`` JSON file (``.json``), or a
+    directory holding ``teacher.onnx``. Raises a one-line ClickException naming the file."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "teacher.onnx"
+    if not path.is_file():
+        raise click.ClickException(f"{path}: no such teacher file (an ONNX model, e.g. from "
+                                   "`mksgn convert --teacher-config`, or a JSON of MACs)")
+    if path.suffix.lower() == ".json":
+        return TeacherFile(str(path), json_layers(path))
+    return TeacherFile(str(path), onnx_layers(path), onnx_about(path))
+
+
+def onnx_about(path: str | Path) -> dict[str, str]:
+    """The ``mksgn.*`` entries of an ONNX model's ``metadata_props``, prefix dropped."""
+    return {p.key[len("mksgn."):]: p.value for p in _load_onnx(path).metadata_props
+            if p.key.startswith("mksgn.")}
+
+
+def _load_onnx(path: str | Path):
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        return onnx.load(str(path))
+    except (OSError, DecodeError, ValueError) as exc:
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise click.ClickException(f"{path}: not a readable ONNX model ({type(exc).__name__}"
+                                   f"{': ' + first if first else ''})") from None
 
 
 def _scope(node_name: str) -> list[str]:
@@ -56,7 +113,7 @@ def onnx_layers(path: str | Path, depth: int = 2) -> list[TeacherLayer]:
     import onnx
     from onnx import shape_inference
 
-    model = onnx.load(str(path))
+    model = _load_onnx(path)
     # fix symbolic batch (and any other free) dimensions of the inputs to 1: one sample
     for inp in model.graph.input:
         for dim in inp.type.tensor_type.shape.dim:
@@ -65,7 +122,12 @@ def onnx_layers(path: str | Path, depth: int = 2) -> list[TeacherLayer]:
                 dim.dim_value = 1
     model = shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
     shapes: dict[str, tuple[int, ...]] = {}
+    integer: set[str] = set()                     # tensors of integer type (shape arithmetic)
+    int_types = {onnx.TensorProto.INT64, onnx.TensorProto.INT32, onnx.TensorProto.INT16,
+                 onnx.TensorProto.INT8, onnx.TensorProto.UINT8, onnx.TensorProto.BOOL}
     for vi in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output):
+        if vi.type.tensor_type.elem_type in int_types:
+            integer.add(vi.name)
         dims = vi.type.tensor_type.shape.dim
         if all(d.HasField("dim_value") for d in dims):
             shapes[vi.name] = tuple(int(d.dim_value) for d in dims)
@@ -111,6 +173,8 @@ def onnx_layers(path: str | Path, depth: int = 2) -> list[TeacherLayer]:
                 for letter, n in zip(term, shape(name, node)):
                     sizes[letter] = max(sizes.get(letter, 1), n)
             macs = int(np.prod(list(sizes.values())))
+        elif op in ("Mul", "Div", "Add", "Sub") and node.output[0] in integer:
+            continue
         elif op in ("Mul", "Div", "BatchNormalization"):
             macs = int(np.prod(shape(node.output[0], node)))
         elif op in ("Add", "Sub"):

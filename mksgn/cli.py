@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "summary": "mksgn.train.cli:summary",
     "convert": "mksgn.convert.cli:convert",
     "demo": "mksgn.demo:demo",
+    "sweep": "mksgn.sweep:sweep",
 }
 
 

@@ -36,6 +36,11 @@ def test_demo_quick_end_to_end_and_rerun_reuses_stages(tmp_path):
         assert e["student_j"] > 0 and e["teacher_j"] > 0
         expected = 100 * (1 - e["student_j"] / e["teacher_j"])
         assert math.isclose(e["reduction_pct"], expected, rel_tol=1e-9, abs_tol=1e-9)
+        # and against the paper-scale teacher's graph (untrained; far more MACs than the demo's)
+        assert e["paper_teacher"] == "ntu60_xsub_teacher.yaml"
+        assert e["paper_teacher_j"] > 10 * e["teacher_j"]
+        expected = 100 * (1 - e["student_j"] / e["paper_teacher_j"])
+        assert math.isclose(e["paper_reduction_pct"], expected, rel_tol=1e-9, abs_tol=1e-9)
     for f in ("report.md", "training.png", "energy/energy.png", "energy/energy.json",
               "convert/model.net", "convert/manifest.json", "sim_fast/activity.json"):
         assert (out / f).is_file(), f

@@ -63,7 +63,8 @@ def test_simulate_fast_writes_activity_matching_the_engine(model_dir):
                                   "--engine", "fast", "--batch-size", "2"])
     assert r.exit_code == 0, r.output
     rep = ActivityReport.from_json((d / "activity.json").read_text())
-    assert rep.schema == "mksgn-activity/1" and rep.samples == 5 and rep.num_steps == 6
+    assert rep.schema == "mksgn-activity/2" and rep.samples == 5 and rep.num_steps == 6
+    assert rep.active_updates == "recorded"
     assert rep.agreement == "n/a"
     npz = np.load(d / "activity.npz")
     assert int(npz["samples"]) == 5
@@ -72,11 +73,13 @@ def test_simulate_fast_writes_activity_matching_the_engine(model_dir):
     ds = SkeletonDataset(prep, "test", window=T, modalities=["joint"], train=False)
     xs = np.stack([ds.sample(i) for i in range(5)])                # (5, 1, 3, T, V, 2)
     x = torch.from_numpy(np.moveaxis(xs[:, 0], -1, 1).reshape(10, 3, T, V))
-    res = engine.run(net, {"joint": x}, record=())
+    res = engine.run(net, {"joint": x}, record=("active",))
     preds = res.scores.reshape(5, 2, -1).sum(1).argmax(1).numpy()
     assert np.array_equal(npz["predictions"], preds)
     for g in net.groups:
         assert np.array_equal(npz[f"spikes/{g.name}"], res.counts[g.name].sum(0).numpy())
+        assert np.array_equal(npz[f"active/{g.name}"], res.active[g.name].sum(0).numpy())
+        assert rep.groups[g.name].active_per_sample == res.active[g.name].sum().item() / 5
         assert rep.groups[g.name].spikes_per_sample == pytest.approx(
             res.counts[g.name].sum().item() / 5)
     assert rep.accuracy == pytest.approx(float((preds == npz["labels"]).mean()))
@@ -93,9 +96,13 @@ def test_simulate_lava_equals_fast(model_dir, tmp_path):
                                       "--engine", eng, "--out", str(out)])
         assert r.exit_code == 0, r.output
     a, b = np.load(out_f / "activity.npz"), np.load(out_l / "activity.npz")
-    assert set(a.files) == set(b.files)
-    for k in a.files:
+    # Lava records spikes only; the fast engine also active neuron-steps (active/<group>)
+    assert set(b.files) == {k for k in a.files if not k.startswith("active/")}
+    for k in b.files:
         assert np.array_equal(a[k], b[k]), k
+    lava = ActivityReport.from_json((out_l / "activity.json").read_text())
+    assert lava.active_updates == "spikes"
+    assert all(g.active_per_sample is None for g in lava.groups.values())
 
 
 def test_simulate_errors_are_one_line(model_dir, tmp_path):

@@ -7,7 +7,7 @@ import click
 import pytest
 
 from mksgn import loihi
-from mksgn.hw_profiles import profiles as P
+from mksgn import profiles as P
 
 BUILTIN = {"loihi", "loihi2", "spinnaker2", "truenorth", "cmos45nm_fp32", "cmos45nm_int8",
            "gpu", "cpu", "arm"}

@@ -25,11 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union
 
+import click
 import yaml
 
+from .energy_loss import EnergyConfig
 from .teacher import TeacherConfig
 
-__all__ = ["DataConfig", "OptimConfig", "KDConfig", "RunConfig", "ConfigError", "load_config",
+__all__ = ["DataConfig", "OptimConfig", "KDConfig", "EnergyConfig", "RunConfig", "ConfigError", "load_config",
            "save_config", "from_dict", "to_dict", "student_config_class"]
 
 
@@ -143,6 +145,10 @@ class RunConfig:
         batch); torch has no CPU SyncBatchNorm, so on CPU each process normalises its own shard.
     eval_every: evaluate on the test split every this many epochs (and always at the last).
     teacher: the teacher's run directory or checkpoint (students; ``--teacher`` sets it).
+    energy: the student's energy term (``train.energy_loss``; off by default).
+    init: start from this run's (or checkpoint's) model weights instead of a fresh model
+        (fine-tuning, e.g. a sweep's energy-penalised students from one trained student); the
+        optimiser, schedule and epochs start anew. Same kind, config of the model and data.
     """
     kind: Literal["teacher", "student"] = "teacher"
     seed: int = 0
@@ -153,6 +159,8 @@ class RunConfig:
     model: Any = field(default_factory=TeacherConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     kd: KDConfig = field(default_factory=KDConfig)
+    energy: EnergyConfig = field(default_factory=EnergyConfig)
+    init: str = ""
     sync_bn: bool = True
     eval_every: int = 1
     teacher: str = ""
@@ -177,6 +185,12 @@ class RunConfig:
             self.model.validate()
         except ValueError as e:
             raise ConfigError(f"{where}: model: {e}") from None
+        if self.energy.mode != "off" and self.kind != "student":
+            raise ConfigError(f"{where}: energy: only student runs have an energy term")
+        try:
+            self.energy.validate()
+        except (ValueError, click.ClickException) as e:
+            raise ConfigError(f"{where}: energy: {getattr(e, 'message', e)}") from None
 
 
 def student_config_class():
@@ -236,6 +250,8 @@ def _convert(tp: Any, value: Any, path: str, lines: _Lines) -> Any:
                 pass
         raise bad
     if origin is Literal:
+        if value is False and "off" in args:    # YAML 1.1 reads a bare off as false
+            value = "off"
         if value not in args:
             raise ConfigError(f"{lines.at(path)}: {path}: must be one of "
                               f"{', '.join(map(str, args))}, got {value!r}")

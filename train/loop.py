@@ -39,6 +39,7 @@ from .checkpoint import (build_model, load_checkpoint, load_model, rng_state, sa
                          set_rng_state, write_text_atomic)
 from .config import RunConfig, from_dict, save_config, to_dict
 from .distill import Distiller, freeze
+from .energy_loss import EnergyLoss
 
 __all__ = ["DistInfo", "init_distributed", "resolve_device", "make_datasets", "Objective",
            "wrap_distributed", "evaluate", "train", "mean_firing_rate", "spike_totals",
@@ -165,12 +166,13 @@ class Objective(nn.Module):
 
     ``forward(x, y, teacher_out=None) -> (loss, logits (detached), parts {term: float})``.
     Teacher: sum of per-stream cross entropies. Student: ``Distiller.loss`` (CE, soft labels,
-    FTM, the student's mutual-information term).
+    FTM, the student's mutual-information term) plus the energy term when configured.
     """
 
-    def __init__(self, model: nn.Module, kind: str, distiller: Distiller | None = None):
+    def __init__(self, model: nn.Module, kind: str, distiller: Distiller | None = None,
+                 energy: EnergyLoss | None = None):
         super().__init__()
-        self.model, self.kind, self.distiller = model, kind, distiller
+        self.model, self.kind, self.distiller, self.energy = model, kind, distiller, energy
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, teacher_out=None):
         out = self.model(x)
@@ -182,6 +184,10 @@ class Objective(nn.Module):
         if self.distiller.kd.w_mi > 0 and hasattr(self.model, "mi_loss"):
             mi = self.model.mi_loss(out, y)
         loss, parts = self.distiller.loss(out, teacher_out, y, mi)
+        if self.energy is not None:
+            e_loss, e_parts = self.energy(out)
+            loss = loss + e_loss
+            parts.update(e_parts, energy_loss=float(e_loss.detach()))
         return loss, out.logits.detach(), parts
 
 
@@ -339,7 +345,25 @@ def train(cfg: RunConfig, out: str | Path | None, *, resume: bool = False,
             distiller = Distiller.for_models(kd, model, teacher, probe).to(device)
         else:
             distiller = Distiller(kd, [], []).to(device)
-    objective = Objective(model, cfg.kind, distiller)
+    energy = None
+    if cfg.kind == "student" and cfg.energy.active:
+        energy = EnergyLoss(cfg.energy, cfg.model.time_steps)
+    if cfg.init and ckpt is None:
+        init, init_info = load_model(cfg.init, map_location=device)
+        if (init_info["kind"] != cfg.kind or to_dict(init.cfg) != to_dict(cfg.model)
+                or init_info["num_classes"] != num_classes
+                or init_info["layout"].name != layout.name):
+            raise ValueError(f"{init_info['path']}: init needs a {cfg.kind} of this run's model "
+                             f"config, {num_classes} classes and layout {layout.name}")
+        model.load_state_dict(init.state_dict())
+        init_state = load_checkpoint(init_info["path"], map_location="cpu")
+        if distiller is not None and "distiller" in init_state:
+            try:                                        # the same teacher's FTMs, if they fit
+                distiller.load_state_dict(init_state["distiller"])
+            except RuntimeError:
+                say(f"{init_info['path']}: its FTMs do not fit this teacher; they start anew")
+        say(f"initial weights from {init_info['path']}")
+    objective = Objective(model, cfg.kind, distiller, energy)
     optimizer = _optimizer(cfg, [p for p in objective.parameters() if p.requires_grad])
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cfg.optim.lr_factor)
     metrics: list[dict] = []
@@ -375,6 +399,8 @@ def train(cfg: RunConfig, out: str | Path | None, *, resume: bool = False,
             say = lambda s: bar.console.print(s, markup=False, highlight=False)  # noqa: E731
         for epoch in range(start, end):
             t0 = time.perf_counter()
+            if energy is not None:
+                energy.refresh(model)
             _set_epoch(train_ds, sampler, epoch)
             lr = optimizer.param_groups[0]["lr"]
             task = bar.add_task(f"{cfg.kind} epoch {epoch + 1}/{cfg.optim.epochs}",

@@ -9,6 +9,7 @@ user's. Every schema error is one line naming the file, the line and the field::
 """
 from __future__ import annotations
 
+import importlib.resources
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -16,7 +17,8 @@ from typing import Literal
 import click
 import yaml
 
-PROFILE_DIR = Path(__file__).resolve().parent
+# the bundled device files live with the energy stage; training reads them too (energy loss)
+PROFILE_DIR = Path(str(importlib.resources.files("mksgn.hw_profiles")))
 
 #: energy units accepted in a profile and their size in picojoules (exact powers of ten)
 UNIT_PJ: dict[str, float] = {"pJ": 1.0, "nJ": 1e3, "uJ": 1e6, "mJ": 1e9, "J": 1e12}
@@ -27,9 +29,10 @@ ProfileKind = Literal["neuromorphic", "cmos", "ann_device"]
 # file cannot silently drop a cost from the model.
 ENERGY_KEYS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     # synop: one synaptic event delivered to one target (spike x weight lookup + accumulate);
-    # neuron_update: one neuron-step with activity, neuron_update_idle: one without;
-    # spike_core: delivering one spike to one destination core; hop_ew / hop_ns: one mesh hop
-    # (kept for reference, not applied: the model has no core placement, see README);
+    # neuron_update: one active neuron-step (mksgn.opcount's rule), neuron_update_idle: one
+    # idle neuron-step;
+    # spike_core: delivering one spike to one destination core; hop_ew / hop_ns: one east-west /
+    # north-south mesh hop between tiles (priced on our placement, which needs mesh_width);
     # input_mac: one MAC of a real-valued input layer (host-side encoder).
     "neuromorphic": (("synop", "neuron_update"),
                      ("neuron_update_idle", "spike_core", "hop_ew", "hop_ns", "input_mac")),
@@ -39,7 +42,9 @@ ENERGY_KEYS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "ann_device": (("op",), ("input_mac",)),
 }
 TOP_KEYS_REQUIRED = ("name", "kind", "description", "energy")
-TOP_KEYS_OPTIONAL = ("neurons_per_core", "cores_per_chip", "estimate", "basis", "references")
+TOP_KEYS_OPTIONAL = ("neurons_per_core", "cores_per_chip", "cores_per_tile", "mesh_width",
+                     "estimate", "basis", "references")
+INT_KEYS = ("neurons_per_core", "cores_per_chip", "cores_per_tile", "mesh_width")
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,8 @@ class Profile:
     energy: dict[str, EnergyEntry]
     neurons_per_core: int | None = None
     cores_per_chip: int | None = None
+    cores_per_tile: int | None = None  # cores sharing one mesh router (default 1)
+    mesh_width: int | None = None      # tiles per mesh row (our placement, mksgn.opcount)
     estimate: bool = False             # True: derived, not published; ``basis`` says how
     basis: str = ""
     references: tuple[str, ...] = ()
@@ -86,7 +93,7 @@ class Profile:
              "estimate": self.estimate,
              "energy": {k: {"value": e.value, "unit": e.unit, "source": e.source}
                         for k, e in self.energy.items()}}
-        for key in ("neurons_per_core", "cores_per_chip"):
+        for key in INT_KEYS:
             if getattr(self, key) is not None:
                 d[key] = getattr(self, key)
         if self.basis:
@@ -220,11 +227,16 @@ def load_profile(name_or_path: str) -> Profile:
         source = _string(doc, f"{where}.source", entry["source"])
         energy[key] = EnergyEntry(value=float(value), unit=unit, source=source)
     ints = {}
-    for key in ("neurons_per_core", "cores_per_chip"):
+    for key in INT_KEYS:
         if d.get(key) is not None:
             ints[key] = int(_number(doc, key, d[key], integer=True))
             if ints[key] == 0:
                 raise doc.fail(key, "must be positive, got 0")
+    for key in ("hop_ew", "hop_ns"):    # a hop is priced on a placement: it needs the mesh
+        for need in ("neurons_per_core", "mesh_width"):
+            if key in energy and need not in ints:
+                raise doc.fail(need, f"missing field (energy.{key} is priced on our placement, "
+                               "which needs neurons_per_core and mesh_width)")
     estimate = d.get("estimate", False)
     if not isinstance(estimate, bool):
         raise doc.fail("estimate", f"expected true or false, got {estimate!r}")

@@ -1,0 +1,54 @@
+"""Orchestration shared by ``mksgn demo`` and ``mksgn sweep``: run ``mksgn`` verbs in-process as
+named stages that are done once and remembered (re-running a job reuses finished stages)."""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import click
+
+from mksgn.files import atomic_write_json
+
+__all__ = ["invoke", "Stages"]
+
+
+def invoke(args: list[str]) -> None:
+    """Run one ``mksgn`` verb in this process; a failure becomes a one-line ClickException."""
+    from mksgn.cli import main
+    try:
+        main.main(args=args, prog_name="mksgn", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        if e.exit_code:
+            raise click.ClickException(f"`mksgn {' '.join(args)}` exited with {e.exit_code}")
+    except SystemExit as e:
+        if e.code:
+            raise click.ClickException(f"`mksgn {' '.join(args)}` exited with {e.code}") from None
+
+
+class Stages:
+    """Runs named stages once; remembers finished ones in OUT/stages.json."""
+
+    def __init__(self, out: Path, force: bool):
+        self.out = out
+        self.file = out / "stages.json"
+        self.done: dict = {} if force or not self.file.is_file() else json.loads(self.file.read_text())
+        self.seconds: dict = {}
+
+    def run(self, name: str, outputs: list[Path], fn) -> None:
+        from rich.console import Console
+        from rich.markup import escape
+        console = Console()
+        if name in self.done and all(p.exists() for p in outputs):
+            console.print(f"[dim]· {escape(name)}: done earlier (--force to redo)[/dim]")
+            self.seconds[name] = self.done[name]
+            return
+        for p in outputs:  # a stage that did not finish leaves nothing to trust
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        console.rule(f"[bold]{escape(name)}")
+        t0 = time.perf_counter()
+        fn()
+        self.seconds[name] = round(time.perf_counter() - t0, 1)
+        self.done[name] = self.seconds[name]
+        atomic_write_json(self.file, self.done)

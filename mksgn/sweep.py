@@ -1,0 +1,343 @@
+"""``mksgn sweep``: a family of energy-penalised students and their accuracy-energy frontier.
+
+For every energy weight: train a student (``energy.mode`` / ``energy.weight`` set on the given
+config, optionally fine-tuned from ``--init``, distilled from ``--teacher`` as the config says),
+convert its last epoch, run it on the fast engine over the whole test split, and price it with
+``mksgn energy``. Each point is a normal run directory ``OUT/w<weight>/`` (student, convert,
+sim_fast, energy); a re-run reuses finished stages and resumes an unfinished training. The
+frontier goes to ``OUT/frontier.{json,csv,png}``: accuracy and energy per sample on each profile,
+energy per *correct* classification, the trained-for estimate beside the measured figure, and
+which points are Pareto-optimal; the teacher (and the paper's MK-SGN point on NW-UCLA) marked.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import click
+
+from mksgn.files import atomic_write_json, atomic_write_text
+from mksgn.stages import Stages, invoke
+
+# MK-SGN's reported NW-UCLA top-1 and energy per sample (Zheng et al. 2024, arXiv 2404.10210;
+# 45 nm convention). Marked on NW-UCLA frontiers only.
+PAPER_POINT = {"ucla": {"label": "MK-SGN (paper)", "accuracy": 0.923, "energy_j": 0.596e-3,
+                        "profile": "cmos45nm_fp32"}}
+
+
+@dataclass
+class SweepPoint:
+    """One student of the family. Energies are joules per sample, measured from the fast engine's
+    spikes on the whole test split (``mksgn energy``), per profile."""
+    label: str                                   # "w0.5", or "init" for the --init student
+    weight: float | None
+    run: str
+    accuracy: float                              # fast engine, test split, last epoch
+    correct: int
+    samples: int
+    firing_rate: float                           # spikes per neuron-step, all groups
+    energy_j: dict[str, float]
+    energy_per_correct_j: dict[str, float | None]   # energy_j * samples / correct (None: 0)
+    energy_ratio: dict[str, float | None] = field(default_factory=dict)  # baseline's / this one
+    accuracy_delta: float = 0.0                  # this accuracy - the baseline's
+    spike_energy_j: float | None = None          # measured spike-driven part (synops, routing,
+    #                                              mesh) on the training profile
+    trained_for_j: float | None = None           # the training estimate, last epoch (train split)
+    pareto: dict[str, bool] = field(default_factory=dict)
+
+
+@dataclass
+class Frontier:
+    mode: str
+    train_profile: str
+    profiles: list[str]
+    dataset: str
+    teacher: dict                                # accuracy, energy_j per teacher profile
+    reference_teacher: dict
+    paper: dict
+    baseline: str                                # the unpenalised point ratios refer to
+    points: list[SweepPoint]
+
+
+def _pareto(points: list[SweepPoint], profile: str) -> None:
+    """Mark points no other point beats in both accuracy and energy on ``profile``."""
+    for p in points:
+        p.pareto[profile] = not any(
+            q is not p and q.accuracy >= p.accuracy and q.energy_j[profile] <= p.energy_j[profile]
+            and (q.accuracy > p.accuracy or q.energy_j[profile] < p.energy_j[profile])
+            for q in points)
+
+
+def _label(w: float) -> str:
+    return f"w{w:g}"
+
+
+def _finished_epochs(run: Path) -> int:
+    m = run / "metrics.json"
+    if not m.is_file():
+        return 0
+    return len(json.loads(m.read_text()).get("epochs", []))
+
+
+def _point(label: str, weight: float | None, run: Path, sim: Path, energy: Path,
+           train_profile: str) -> SweepPoint:
+    act = json.loads((sim / "activity.json").read_text())
+    rep = json.loads((energy / "energy.json").read_text())
+    samples, correct = int(act["samples"]), int(act["correct"])
+    groups = act["groups"].values()
+    fired = sum(g["spikes_per_sample"] for g in groups)
+    runs_per_sample = int(act.get("runs", samples)) / samples
+    slots = sum(g["neurons"] for g in groups) * int(act["num_steps"]) * runs_per_sample
+    e = {k: v * 1e-12 for k, v in rep["student_total_pj"].items()}
+    spike = None
+    if train_profile in e:
+        spike = 1e-12 * sum(layer["energy_pj"][train_profile].get(k, 0.0)
+                            for layer in rep["student"] for k in ("synops", "routing", "mesh"))
+    trained = None
+    metrics = run / "metrics.json"
+    if metrics.is_file():
+        rows = json.loads(metrics.read_text()).get("epochs", [])
+        if rows and rows[-1].get("train_energy_uj") is not None:
+            trained = rows[-1]["train_energy_uj"] * 1e-6
+    return SweepPoint(label=label, weight=weight, run=str(run), accuracy=correct / samples,
+                      correct=correct, samples=samples, firing_rate=fired / max(slots, 1),
+                      energy_j=e,
+                      energy_per_correct_j={k: v * samples / correct if correct else None
+                                            for k, v in e.items()},
+                      spike_energy_j=spike, trained_for_j=trained)
+
+
+def _teacher(teacher: Path | None, energy: Path) -> tuple[dict, dict]:
+    rep = json.loads((energy / "energy.json").read_text())
+    acc = None
+    m = teacher.parent / "metrics.json" if teacher is not None else None
+    if m is not None and m.is_file():
+        rows = [r for r in json.loads(m.read_text()).get("epochs", []) if r.get("test_acc") is not None]
+        acc = rows[-1]["test_acc"] if rows else None
+    t = {"run": str(teacher) if teacher else None, "accuracy": acc,
+         "energy_j": {k: v * 1e-12 for k, v in rep.get("teacher_total_pj", {}).items()}}
+    ref = rep.get("reference_teacher") or {}
+    r = {"name": ref.get("name"), "energy_j": {k: v * 1e-12
+                                              for k, v in ref.get("total_pj", {}).items()}} if ref else {}
+    return t, r
+
+
+def write_frontier(out: Path, fr: Frontier) -> list[Path]:
+    """OUT/frontier.json, frontier.csv and frontier.png (one panel per profile)."""
+    atomic_write_json(out / "frontier.json", asdict(fr))
+    buf = io.StringIO()
+    cols = ["label", "weight", "accuracy", "accuracy_delta", "correct", "samples", "firing_rate"]
+    for p in fr.profiles:
+        cols += [f"energy_j_{p}", f"energy_ratio_{p}", f"energy_per_correct_j_{p}", f"pareto_{p}"]
+    cols += ["spike_energy_j", "trained_for_j", "run"]
+    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+    w.writeheader()
+    for pt in fr.points:
+        row = {k: getattr(pt, k) for k in ("label", "weight", "accuracy", "accuracy_delta",
+                                             "correct", "samples", "firing_rate",
+                                             "spike_energy_j", "trained_for_j", "run")}
+        for p in fr.profiles:
+            row.update({f"energy_j_{p}": pt.energy_j.get(p),
+                        f"energy_ratio_{p}": pt.energy_ratio.get(p),
+                        f"energy_per_correct_j_{p}": pt.energy_per_correct_j.get(p),
+                        f"pareto_{p}": pt.pareto.get(p)})
+        w.writerow(row)
+    atomic_write_text(out / "frontier.csv", buf.getvalue())
+    return [out / "frontier.json", out / "frontier.csv", _plot(out / "frontier.png", fr)]
+
+
+def _plot(path: Path, fr: Frontier) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    n = len(fr.profiles)
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.6), squeeze=False)
+    for ax, prof in zip(axes[0], fr.profiles):
+        pts = sorted(fr.points, key=lambda p: p.energy_j[prof])
+        ax.scatter([p.energy_j[prof] * 1e6 for p in pts], [p.accuracy * 100 for p in pts],
+                   color="tab:blue", zorder=3, label="students (fast engine)")
+        front = [p for p in pts if p.pareto.get(prof)]
+        ax.plot([p.energy_j[prof] * 1e6 for p in front], [p.accuracy * 100 for p in front],
+                color="tab:blue", alpha=0.5)
+        for p in pts:
+            ax.annotate(p.label, (p.energy_j[prof] * 1e6, p.accuracy * 100), fontsize=7,
+                        xytext=(3, 3), textcoords="offset points")
+        te = fr.teacher.get("energy_j", {}).get(prof)
+        if te is not None and fr.teacher.get("accuracy") is not None:
+            ax.scatter([te * 1e6], [fr.teacher["accuracy"] * 100], marker="*", s=120,
+                       color="tab:red", zorder=3, label="teacher (trained)")
+        paper = fr.paper
+        if paper and paper.get("profile") == prof:
+            ax.scatter([paper["energy_j"] * 1e6], [paper["accuracy"] * 100], marker="D",
+                       color="tab:green", zorder=3, label=paper["label"])
+        ax.set_xscale("log")
+        ax.set_xlabel(f"energy per sample (uJ), {prof}")
+        ax.set_ylabel("test top-1 (%)")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7, loc="best")
+    fig.suptitle(f"accuracy-energy frontier ({fr.dataset}, {fr.mode} term on {fr.train_profile})",
+                 fontsize=9)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def _print(fr: Frontier) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    prof = fr.profiles[0]
+    t = Table(title=f"frontier on {prof} (* Pareto-optimal; x and delta vs {fr.baseline})",
+              title_justify="left")
+    for col in ("point", "acc %", "delta", "rate", "uJ/sample", "x less", "uJ/correct",
+                "trained-for"):
+        t.add_column(col, justify="left" if col == "point" else "right")
+    for p in fr.points:
+        t.add_row(p.label + ("*" if p.pareto.get(prof) else ""), f"{p.accuracy * 100:.1f}",
+                  f"{p.accuracy_delta * 100:+.1f}", f"{p.firing_rate:.3f}",
+                  f"{p.energy_j[prof] * 1e6:,.0f}", _num(p.energy_ratio[prof], 1, ".2f"),
+                  _num(p.energy_per_correct_j[prof], 1e6, ",.0f"),
+                  "" if p.trained_for_j is None else f"{p.trained_for_j * 1e6:,.0f}")
+    Console().print(t)
+
+
+def _num(x: float | None, scale: float, fmt: str) -> str:
+    return "n/a" if x is None else format(x * scale, fmt)
+
+
+def _weights(text: str) -> list[float]:
+    try:
+        ws = [float(w) for w in text.split(",") if w.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: expected comma-separated numbers, e.g. 0,0.5,1,2",
+                                 param_hint="--weights")
+    if not ws or any(w < 0 or not math.isfinite(w) for w in ws):
+        raise click.BadParameter(f"{text!r}: expected non-negative numbers", param_hint="--weights")
+    return sorted(dict.fromkeys(ws))
+
+
+@click.command()
+@click.option("--config", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              required=True, help="Student run config (e.g. train/configs/ucla_cpu_student.yaml).")
+@click.option("--data", type=click.Path(file_okay=False, exists=True, path_type=Path),
+              required=True, help="Prepared data root (mksgn data prepare --out).")
+@click.option("--teacher", type=click.Path(exists=True, path_type=Path), default=None,
+              help="Teacher run (its last.pt) or checkpoint: distillation, the teacher's energy.")
+@click.option("--init", type=click.Path(exists=True, path_type=Path), default=None,
+              help="Fine-tune every point from this student run (its last.pt) or checkpoint; "
+                   "also measured as point 'init'.")
+@click.option("--weights", default="0,0.5,1,2", show_default=True,
+              help="Energy weights, comma-separated (0: the unpenalised control).")
+@click.option("--mode", type=click.Choice(["energy", "rate"]), default="energy",
+              show_default=True, help="energy: estimated energy per sample on --train-profile; "
+                                      "rate: mean firing rate above energy.target_rate.")
+@click.option("--train-profile", default="loihi", show_default=True,
+              help="Hardware profile whose per-op energies the energy term uses.")
+@click.option("--profile", "profiles", multiple=True,
+              help="Profiles to measure on (repeatable; default loihi and cmos45nm_fp32).")
+@click.option("--reference-teacher", type=click.Path(exists=True, path_type=Path),
+              default=None, help="A second teacher graph for the reduction (e.g. the "
+                                 "paper-scale one, `mksgn convert --teacher-config`).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Config override for every point, e.g. --set optim.epochs=6. Repeatable.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Sweep directory: one run directory per point, frontier.{json,csv,png}.")
+@click.option("--force", is_flag=True,
+              help="Measure every point anew (trainings still resume from their runs).")
+def sweep(config: Path, data: Path, teacher: Path | None, init: Path | None, weights: str,
+          mode: str, train_profile: str, profiles: tuple[str, ...],
+          reference_teacher: Path | None, sets: tuple[str, ...], out: Path, force: bool) -> None:
+    """Train students over energy weights and write the accuracy-energy frontier.
+
+    \b
+    Each point: train (resumable) -> convert -> fast engine on the test split -> energy.
+    Example (NW-UCLA: the demo's student fine-tuned 5 epochs per point):
+      mksgn sweep --config train/configs/ucla_cpu_student.yaml \\
+        --data runs/ucla/prepared --teacher runs/ucla/teacher \\
+        --init runs/ucla/student --weights 0,2,5,12 \\
+        --set optim.epochs=5 --set optim.lr=1e-3 --out runs/ucla_sweep
+    """
+    ws = _weights(weights)
+    # a run directory means its last epoch (selected on nothing), as in the demo
+    teacher = teacher / "last.pt" if teacher is not None and teacher.is_dir() else teacher
+    init = init / "last.pt" if init is not None and init.is_dir() else init
+    profiles = tuple(profiles) or ("loihi", "cmos45nm_fp32")
+    if train_profile not in profiles:
+        profiles = (train_profile, *profiles)
+    import lava.magma.runtime.message_infrastructure.multiprocessing  # noqa: F401  (see demo)
+    out.mkdir(parents=True, exist_ok=True)
+    stages = Stages(out, force)
+    from mksgn.train.config import ConfigError, load_config
+    try:
+        bench = load_config(config, {"data.prepared": str(data)}).data.benchmark_dir()
+    except ConfigError as e:
+        raise click.ClickException(str(e)) from None
+    info = json.loads((bench / "info.json").read_text()) if (bench / "info.json").is_file() else {}
+    dataset = str(info.get("dataset", ""))
+    energy_args = [a for p in profiles for a in ("--profile", p)]
+    if reference_teacher is not None:
+        energy_args += ["--reference-teacher", str(reference_teacher)]
+    teacher_args = ["--teacher", str(teacher)] if teacher is not None else []
+
+    # what a measurement depends on besides the point's weights: a change redoes it
+    sig = hashlib.sha1(json.dumps([str(teacher), str(init), str(reference_teacher),
+                                   list(profiles)]).encode()).hexdigest()[:8]
+
+    def measure(tag: str, run: Path) -> None:
+        conv, sim, en = out / tag / "convert", out / tag / "sim_fast", out / tag / "energy"
+        stages.run(f"{tag}: convert [{sig}]", [conv], lambda: invoke([
+            "convert", str(run / "last.pt" if run.is_dir() else run), *teacher_args,
+            "--out", str(conv), "--force"]))
+        stages.run(f"{tag}: fast engine [{sig}]", [sim], lambda: invoke([
+            "simulate", str(conv), "--data", str(data), "--split", "test", "--engine", "fast",
+            "--out", str(sim)]))
+        stages.run(f"{tag}: energy [{sig}]", [en], lambda: invoke([
+            "energy", str(conv), "--activity", str(sim), "--out", str(en), *energy_args]))
+
+    points: list[SweepPoint] = []
+    if init is not None:
+        measure("init", init)
+        points.append(_point("init", None, init.parent, out / "init" / "sim_fast",
+                             out / "init" / "energy", train_profile))
+    for w in ws:
+        tag = _label(w)
+        run = out / tag / "student"
+        over = [f"energy.mode={mode}", f"energy.weight={w}",     # w = 0: estimated, not trained for
+                f"energy.profile={train_profile}", *sets]
+        if init is not None:
+            over.append(f"init={init}")
+        args = ["train", "student", "--config", str(config), "--data", str(data), *teacher_args,
+                "--out", str(run), "--no-progress", *[a for s in over for a in ("--set", s)]]
+        if (run / "last.pt").is_file():
+            args.append("--resume")         # continues, or finds every epoch done
+        click.echo(f"{tag}: train student ({'resume' if '--resume' in args else 'new run'})")
+        before = _finished_epochs(run)
+        invoke(args)
+        if _finished_epochs(run) != before:      # new weights: measure them anew
+            for d in ("convert", "sim_fast", "energy"):
+                shutil.rmtree(out / tag / d, ignore_errors=True)
+        measure(tag, run)
+        points.append(_point(tag, w, run, out / tag / "sim_fast", out / tag / "energy",
+                             train_profile))
+    t, ref = _teacher(teacher, out / points[0].label / "energy")
+    base = next((p for p in points if p.weight == 0), points[0])
+    for p in profiles:
+        _pareto(points, p)
+    for pt in points:
+        pt.accuracy_delta = pt.accuracy - base.accuracy
+        pt.energy_ratio = {k: base.energy_j[k] / v if v else None
+                           for k, v in pt.energy_j.items()}
+    fr = Frontier(mode=mode, train_profile=train_profile, profiles=list(profiles),
+                  dataset=dataset, teacher=t, reference_teacher=ref,
+                  paper=PAPER_POINT.get(dataset, {}), baseline=base.label, points=points)
+    files = write_frontier(out, fr)
+    _print(fr)
+    click.echo("wrote " + ", ".join(str(f) for f in files))

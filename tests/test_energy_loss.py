@@ -1,0 +1,127 @@
+"""Energy-aware training: the differentiable estimate counts exactly what `mksgn energy` counts."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mksgn import opcount
+from mksgn.data.layouts import get_layout
+from mksgn.hw_profiles import energy as E
+from mksgn.profiles import load_profile
+from mksgn.train.config import ConfigError, from_dict
+from mksgn.train.energy_loss import EnergyConfig, EnergyLoss
+from mksgn.train.student import StudentConfig, build_student, fold_persons
+
+engine = pytest.importorskip("mksgn.deploy.engine")
+
+CONFIGS = {
+    "spiking-attention": dict(channels=(4, 8), strides=(1, 2)),
+    "static-attention": dict(channels=(8, 4), strides=(2, 1), attention="static"),
+}
+
+
+def tiny(name: str, seed: int = 0):
+    torch.manual_seed(seed)
+    cfg = StudentConfig.small(frames=8, stem_channels=4, temporal_kernel=3, **CONFIGS[name])
+    model = build_student(cfg, 5, get_layout("ucla20"))
+    x = torch.randn(3, len(cfg.modalities), 3, 8, 20, 2) * 0.5
+    return model, x
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_estimate_on_full_run_spikes_equals_mksgn_energy_counts(name):
+    """Training's torch path on the student's own full-run spikes == `mksgn energy`'s integer
+    counts on the fast engine's spikes, per destination group, synops and core deliveries."""
+    model, x = tiny(name)
+    model.eval()
+    net = model.to_network()
+    xs = fold_persons(x)
+    res = engine.run(net, {m: xs[:, k] for k, m in enumerate(model.cfg.modalities)}, device="cpu")
+    counts = {g: s.sum(dim=(0, 1)).numpy().astype(np.int64) for g, s in res.spikes.items()}
+    act = E.Activity(counts=counts, samples=len(x), num_steps=net.num_steps)
+    layers = {lc.name: lc for lc in E.count_student(net, act, neurons_per_core=(64,))}
+
+    with torch.no_grad():
+        out, _, _ = model._run(x, full=True)                  # (N, *shape) per group, float
+    terms = opcount.spike_terms(net, (64,))
+    work = opcount.spike_work(terms, {k: v.double() for k, v in out.spikes.items()})
+    assert sum(float(w.synops.sum()) for w in work.values()) > 0
+    for dst, w in work.items():
+        synops = w.synops.sum().item()
+        assert synops == int(synops)
+        assert int(synops) == round(layers[dst].synops * len(x)), dst
+        assert int(w.deliveries[64].sum().item()) == round(layers[dst].deliveries[64] * len(x))
+        assert int(w.attention_synops.sum().item() if torch.is_tensor(w.attention_synops)
+                   else w.attention_synops) == round(layers[dst].attention_synops * len(x))
+
+
+def test_energy_loss_prices_spikes_like_the_energy_report():
+    """EnergyLoss without extrapolation on full-run spikes == the report's synop, routing and
+    mesh pJ."""
+    model, x = tiny("spiking-attention", seed=3)
+    model.eval()
+    loss = EnergyLoss(EnergyConfig(mode="energy", weight=1.0, profile="loihi"),
+                      model.cfg.time_steps)
+    loss.refresh(model)
+    net = model.to_network()
+    prof = load_profile("loihi")
+    with torch.no_grad():
+        out, _, _ = model._run(x, full=True)
+        e = loss.estimate_pj(out.spikes, extrapolate=False)
+    counts = {k: v.sum(0).round().long().numpy() for k, v in out.spikes.items()}
+    act = E.Activity(counts=counts, samples=len(x), num_steps=net.num_steps)
+    want = mesh = 0.0
+    for lc in E.count_student(net, act, E.needed_neurons_per_core([prof]),
+                              E.needed_placements([prof])):
+        b = E.layer_energy(lc, prof, net.num_steps)
+        want += b.synops + b.routing + b.mesh
+        mesh += b.mesh
+    assert mesh > 0
+    assert float(e.mean()) == pytest.approx(want, rel=1e-12)
+
+
+def test_energy_term_has_gradients_and_lowers_the_estimate():
+    model, x = tiny("static-attention", seed=1)
+    model.train()
+    loss = EnergyLoss(EnergyConfig(mode="energy", weight=1.0, profile="cmos45nm_fp32"),
+                      model.cfg.time_steps)
+    loss.refresh(model)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-2)
+    first = None
+    for _ in range(8):
+        term, parts = loss(model(x))
+        first = parts["energy_uj"] if first is None else first
+        opt.zero_grad()
+        term.backward()
+        opt.step()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.ssc.parameters())
+    loss.refresh(model)
+    with torch.no_grad():
+        _, parts = loss(model(x))
+    assert 0 <= parts["energy_rate"] <= 1
+    assert parts["energy_uj"] < 0.7 * first
+
+
+def test_rate_mode_is_zero_below_target_and_positive_above():
+    model, x = tiny("spiking-attention")
+    model.train()
+    out = model(x)
+    rate = EnergyLoss(EnergyConfig(mode="rate", weight=1.0, target_rate=0.999),
+                      model.cfg.time_steps)(out)
+    assert float(rate[0].detach()) == 0.0 and 0 < rate[1]["rate"] < 0.999
+    low = EnergyLoss(EnergyConfig(mode="rate", weight=2.0, target_rate=1e-4),
+                     model.cfg.time_steps)(out)
+    r = low[1]["rate"]
+    assert float(low[0].detach()) == pytest.approx(2.0 * ((r - 1e-4) / 1e-4) ** 2, rel=1e-5)
+
+
+def test_config_reads_a_bare_off_and_rejects_dense_profiles_and_teacher_runs():
+    assert from_dict({"kind": "student", "model": {}, "energy": {"mode": False}}).energy.mode == "off"
+    with pytest.raises(ConfigError, match="energy: .*computes densely"):
+        from_dict({"kind": "student", "model": {}, "energy": {"mode": "energy", "weight": 1,
+                                                               "profile": "gpu"}})
+    with pytest.raises(ConfigError, match="only student runs"):
+        from_dict({"kind": "teacher", "energy": {"mode": "rate", "weight": 1}})
+    with pytest.raises(ConfigError, match="weight must be >= 0"):
+        from_dict({"kind": "student", "model": {}, "energy": {"mode": "rate", "weight": -1}})

@@ -1,0 +1,111 @@
+"""`mksgn sweep`: a family of students over energy weights, measured, and its frontier files."""
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from train_fakes import tiny_student_config, tiny_teacher_config, write_prepared
+
+from mksgn.cli import main
+from mksgn.train.config import save_config
+
+pytestmark = [pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sweep")
+    write_prepared(root / "prep")
+    t = tiny_teacher_config()
+    t.optim.epochs = 1
+    save_config(t, root / "teacher.yaml")
+    s = tiny_student_config()
+    s.optim.epochs = 1
+    save_config(s, root / "student.yaml")
+    r = CliRunner()
+    for kind, extra in (("teacher", []), ("student", ["--teacher", str(root / "teacher")])):
+        res = r.invoke(main, ["train", kind, "--config", str(root / f"{kind}.yaml"), "--data",
+                              str(root / "prep"), "--out", str(root / kind), "--no-progress",
+                              *extra])
+        assert res.exit_code == 0, res.output
+    args = ["sweep", "--config", str(root / "student.yaml"), "--data", str(root / "prep"),
+            "--teacher", str(root / "teacher"), "--init", str(root / "student"),
+            "--weights", "2,0", "--set", "optim.epochs=1", "--profile", "loihi",
+            "--profile", "cmos45nm_fp32", "--out", str(root / "sweep")]
+    res = r.invoke(main, args)
+    assert res.exit_code == 0, res.output
+    return root, args, res.output
+
+
+def test_every_point_is_a_measured_run(swept):
+    root, _, _ = swept
+    fr = json.loads((root / "sweep" / "frontier.json").read_text())
+    assert [p["label"] for p in fr["points"]] == ["init", "w0", "w2"]
+    assert fr["train_profile"] == "loihi" and fr["profiles"] == ["loihi", "cmos45nm_fp32"]
+    for p in fr["points"]:
+        d = root / "sweep" / p["label"]
+        act = json.loads((d / "sim_fast" / "activity.json").read_text())
+        rep = json.loads((d / "energy" / "energy.json").read_text())
+        assert (p["correct"], p["samples"]) == (act["correct"], act["samples"])
+        assert p["accuracy"] == act["correct"] / act["samples"]
+        for prof in fr["profiles"]:
+            assert p["energy_j"][prof] == rep["student_total_pj"][prof] * 1e-12
+            if p["correct"]:
+                assert p["energy_per_correct_j"][prof] == pytest.approx(
+                    p["energy_j"][prof] * p["samples"] / p["correct"], rel=1e-12)
+    cfg = {p: yaml.safe_load((root / "sweep" / p / "student" / "config.yaml").read_text())
+           for p in ("w0", "w2")}
+    assert cfg["w2"]["energy"] == {"mode": "energy", "weight": 2.0, "profile": "loihi",
+                                   "target_rate": 0.05}
+    assert cfg["w0"]["energy"] == dict(cfg["w2"]["energy"], weight=0.0)
+    assert cfg["w2"]["init"] == str(root / "student" / "last.pt")
+    assert cfg["w2"]["teacher"] == str(root / "teacher" / "last.pt")
+    w2 = next(p for p in fr["points"] if p["label"] == "w2")
+    w0 = next(p for p in fr["points"] if p["label"] == "w0")
+    assert w2["trained_for_j"] > 0 and w0["trained_for_j"] > 0
+    assert next(p for p in fr["points"] if p["label"] == "init")["trained_for_j"] is None
+    rows = json.loads((root / "sweep" / "w0" / "student" / "metrics.json").read_text())["epochs"]
+    assert rows[-1]["train_energy_loss"] == 0.0
+    assert fr["teacher"]["energy_j"]["cmos45nm_fp32"] > 0
+
+
+def test_pareto_flags_and_csv_match_the_points(swept):
+    root, _, _ = swept
+    fr = json.loads((root / "sweep" / "frontier.json").read_text())
+    pts = fr["points"]
+    for prof in fr["profiles"]:
+        for p in pts:
+            beaten = any(q["accuracy"] >= p["accuracy"] and q["energy_j"][prof] <= p["energy_j"][prof]
+                         and (q["accuracy"] > p["accuracy"] or q["energy_j"][prof] < p["energy_j"][prof])
+                         for q in pts if q is not p)
+            assert p["pareto"][prof] is (not beaten)
+        assert any(p["pareto"][prof] for p in pts)
+    rows = list(csv.DictReader((root / "sweep" / "frontier.csv").open()))
+    assert [r["label"] for r in rows] == [p["label"] for p in pts]
+    assert float(rows[1]["energy_j_loihi"]) == pts[1]["energy_j"]["loihi"]
+    assert (root / "sweep" / "frontier.png").stat().st_size > 1000
+
+
+def test_rerun_reuses_every_finished_stage(swept):
+    root, args, _ = swept
+    net = root / "sweep" / "w2" / "convert" / "model.net"
+    before = net.stat().st_mtime_ns, (root / "sweep" / "w2" / "student" / "last.pt").stat().st_mtime_ns
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert res.output.count("done earlier") == 9          # 3 points x convert/engine/energy
+    after = net.stat().st_mtime_ns, (root / "sweep" / "w2" / "student" / "last.pt").stat().st_mtime_ns
+    assert after == before
+
+
+def test_bad_weights_are_one_line_errors(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "mksgn.cli", "sweep", "--config", __file__,
+                          "--data", str(tmp_path), "--weights", "0,x", "--out", str(tmp_path / "o")],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2
+    assert "'0,x': expected comma-separated numbers" in res.stderr
+    assert "Traceback" not in res.stderr
