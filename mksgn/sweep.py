@@ -195,10 +195,10 @@ def _print(fr: Frontier) -> None:
     from rich.console import Console
     from rich.table import Table
     prof = fr.profiles[0]
-    t = Table(title=f"frontier on {prof} (* Pareto-optimal; x and delta vs {fr.baseline})",
-              title_justify="left")
+    t = Table(title=f"frontier on {prof} (* Pareto-optimal; x less and delta vs "
+                    f"{fr.baseline}; trained: the training estimate, uJ)", title_justify="left")
     for col in ("point", "acc %", "delta", "rate", "uJ/sample", "x less", "uJ/correct",
-                "trained-for"):
+                "trained"):
         t.add_column(col, justify="left" if col == "point" else "right")
     for p in fr.points:
         t.add_row(p.label + ("*" if p.pareto.get(prof) else ""), f"{p.accuracy * 100:.1f}",
