@@ -21,10 +21,10 @@ import click
 import numpy as np
 
 from mksgn import netgraph
+from mksgn.deploy.cli import ACTIVITY_SCHEMA as SCHEMA   # the writer's format, one home
 from mksgn.files import sha256
 from mksgn.hw_profiles.energy import Activity
 
-SCHEMA = "mksgn-activity/2"
 SCHEMAS = ("mksgn-activity/1", SCHEMA)       # every schema this reader understands
 FOREIGN = "activity report is from another network"
 
