@@ -45,7 +45,7 @@ def test_estimate_on_full_run_spikes_equals_mksgn_energy_counts(name):
     with torch.no_grad():
         out, _, _ = model._run(x, full=True)                  # (N, *shape) per group, float
     terms = opcount.spike_terms(net, (64,))
-    work = opcount.spike_work(terms, {k: v.double() for k, v in out.spikes.items()})
+    work = opcount.spike_work(terms, {k: v.double().sum(-1) for k, v in out.spikes.items()})
     assert sum(float(w.synops.sum()) for w in work.values()) > 0
     for dst, w in work.items():
         synops = w.synops.sum().item()
@@ -69,7 +69,7 @@ def test_energy_loss_prices_spikes_like_the_energy_report():
     with torch.no_grad():
         out, _, _ = model._run(x, full=True)
         e = loss.estimate_pj(out.spikes, extrapolate=False)
-    counts = {k: v.sum(0).round().long().numpy() for k, v in out.spikes.items()}
+    counts = {k: v.sum((0, -1)).round().long().numpy() for k, v in out.spikes.items()}
     act = E.Activity(counts=counts, samples=len(x), num_steps=net.num_steps)
     want = mesh = 0.0
     for lc in E.count_student(net, act, E.needed_neurons_per_core([prof]),

@@ -17,8 +17,8 @@ class ModelOutput:
         mean of the spikes over the simulation steps, in [0, 1]; teacher: activations).
     aux: optional named extra outputs, e.g. the student's per-modality auxiliary logits
         ``{"aux/joint": (N, num_classes), ...}`` used by its mutual-information loss term.
-    spikes: spiking students: per neuron group, the spike count of each neuron over the steps the
-        forward simulated, (N, *group shape) float, differentiable (energy-aware training).
+    spikes: spiking students: per neuron group, its spikes at the steps the forward simulated,
+        (N, *group shape, L) float, differentiable (energy-aware training).
     """
     logits: torch.Tensor
     features: list[torch.Tensor]

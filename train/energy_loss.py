@@ -112,10 +112,11 @@ class EnergyLoss(nn.Module):
         return total
 
     def estimate_pj(self, spikes: dict[str, torch.Tensor], extrapolate: bool = True) -> torch.Tensor:
-        """Per-sample energy (N,) pJ from a forward's window spike counts (ModelOutput.spikes)."""
+        """Per-sample energy (N,) pJ from a forward's window spikes (ModelOutput.spikes,
+        (N, *shape, L) per group)."""
         if not self.terms:
             raise RuntimeError("EnergyLoss.refresh(student) must run before the first estimate")
-        counts = {k: v.double() * (self.scale.get(k, 1.0) if extrapolate else 1.0)
+        counts = {k: v.double().sum(-1) * (self.scale.get(k, 1.0) if extrapolate else 1.0)
                   for k, v in spikes.items()}
         e = self.energy_pj(counts)
         if not torch.is_tensor(e):
@@ -130,7 +131,7 @@ class EnergyLoss(nn.Module):
             return loss.float(), {"energy_uj": float(e.detach().mean()) * 1e-6,
                                   "energy_rate": float(e.detach().mean()) / self.e_max_pj}
         fired = sum(v.sum() for v in spikes.values())
-        slots = sum(v.numel() for v in spikes.values()) * self.time_steps
+        slots = sum(v.numel() for v in spikes.values())          # neuron-steps simulated
         rate = fired / slots
         excess = torch.relu(rate - self.cfg.target_rate) / self.cfg.target_rate
         return (self.cfg.weight * excess ** 2).float(), {"rate": float(rate.detach())}

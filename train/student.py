@@ -426,8 +426,8 @@ class Student(nn.Module):
         with torch.no_grad():
             self._activity = {name: (float(s.s.sum()), float(s.s.numel()))
                               for name, s in spikes.items()}
-        counts = {name: s.s.sum(-1) for name, s in spikes.items()}
-        return ModelOutput(logits=logits, features=features, aux=aux, spikes=counts), spikes, v
+        steps = {name: s.s for name, s in spikes.items()}
+        return ModelOutput(logits=logits, features=features, aux=aux, spikes=steps), spikes, v
 
     def _steps(self, s: Spikes, grp: _Group, full: bool) -> torch.Tensor:
         """The S steps of a group that reach the readout (its window), (N, C, T, V, S)."""
