@@ -1,9 +1,10 @@
 """``mksgn sweep``: a family of energy-penalised students and their accuracy-energy frontier.
 
-For every energy weight: train a student (``energy.mode`` / ``energy.weight`` set on the given
-config, optionally fine-tuned from ``--init``, distilled from ``--teacher`` as the config says),
+For every energy weight (``W``, or ``W:K`` to also prune each graph synapse to K source joints
+per joint, ``energy.graph_keep``): train a student (``energy.mode`` / ``energy.weight`` set on the
+given config, optionally fine-tuned from ``--init``, distilled from ``--teacher`` as the config says),
 convert its last epoch, run it on the fast engine over the whole test split, and price it with
-``mksgn energy``. Each point is a normal run directory ``OUT/w<weight>/`` (student, convert,
+``mksgn energy``. Each point is a normal run directory ``OUT/w<weight>[k<K>]/`` (student, convert,
 sim_fast, energy); a re-run reuses finished stages and resumes an unfinished training. The
 frontier goes to ``OUT/frontier.{json,csv,png}``: accuracy and energy per sample on each profile,
 energy per *correct* classification, the trained-for estimate beside the measured figure, and
@@ -35,7 +36,7 @@ PAPER_POINT = {"ucla": {"label": "MK-SGN (paper)", "accuracy": 0.923, "energy_j"
 class SweepPoint:
     """One student of the family. Energies are joules per sample, measured from the fast engine's
     spikes on the whole test split (``mksgn energy``), per profile."""
-    label: str                                   # "w0.5", or "init" for the --init student
+    label: str                                   # "w0.5", "w5k4", or "init" (the --init student)
     weight: float | None
     run: str
     accuracy: float                              # fast engine, test split, last epoch
@@ -50,6 +51,7 @@ class SweepPoint:
     #                                              mesh) on the training profile
     trained_for_j: float | None = None           # the training estimate, last epoch (train split)
     pareto: dict[str, bool] = field(default_factory=dict)
+    graph_keep: int | None = None                # source joints per graph destination (None: all)
 
 
 @dataclass
@@ -74,8 +76,8 @@ def _pareto(points: list[SweepPoint], profile: str) -> None:
             for q in points)
 
 
-def _label(w: float) -> str:
-    return f"w{w:g}"
+def _label(w: float, keep: int | None = None) -> str:
+    return f"w{w:g}" + ("" if keep is None else f"k{keep}")
 
 
 def _finished_epochs(run: Path) -> int:
@@ -132,14 +134,15 @@ def write_frontier(out: Path, fr: Frontier) -> list[Path]:
     """OUT/frontier.json, frontier.csv and frontier.png (one panel per profile)."""
     atomic_write_json(out / "frontier.json", asdict(fr))
     buf = io.StringIO()
-    cols = ["label", "weight", "accuracy", "accuracy_delta", "correct", "samples", "firing_rate"]
+    cols = ["label", "weight", "graph_keep", "accuracy", "accuracy_delta", "correct", "samples", "firing_rate"]
     for p in fr.profiles:
         cols += [f"energy_j_{p}", f"energy_ratio_{p}", f"energy_per_correct_j_{p}", f"pareto_{p}"]
     cols += ["spike_energy_j", "trained_for_j", "run"]
     w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
     w.writeheader()
     for pt in fr.points:
-        row = {k: getattr(pt, k) for k in ("label", "weight", "accuracy", "accuracy_delta",
+        row = {k: getattr(pt, k) for k in ("label", "weight", "graph_keep", "accuracy",
+                                             "accuracy_delta",
                                              "correct", "samples", "firing_rate",
                                              "spike_energy_j", "trained_for_j", "run")}
         for p in fr.profiles:
@@ -213,15 +216,27 @@ def _num(x: float | None, scale: float, fmt: str) -> str:
     return "n/a" if x is None else format(x * scale, fmt)
 
 
-def _weights(text: str) -> list[float]:
-    try:
-        ws = [float(w) for w in text.split(",") if w.strip()]
-    except ValueError:
-        raise click.BadParameter(f"{text!r}: expected comma-separated numbers, e.g. 0,0.5,1,2",
+def _weights(text: str) -> list[tuple[float, int | None]]:
+    """``0,2,5:4`` -> [(0, None), (2, None), (5, 4)]: energy weights, each optionally with the
+    graph's kept source joints after a colon."""
+    pts = []
+    for item in (t.strip() for t in text.split(",")):
+        if not item:
+            continue
+        w, _, k = item.partition(":")
+        try:
+            pt = (float(w), int(k) if k else None)
+        except ValueError:
+            pt = (-1.0, None)
+        if pt[0] < 0 or not math.isfinite(pt[0]) or (pt[1] is not None and pt[1] < 1):
+            raise click.BadParameter(
+                f"{item!r} in {text!r}: expected a non-negative weight, optionally with ':K' "
+                f"source joints (K >= 1), e.g. 0,2,5:4", param_hint="--weights")
+        pts.append(pt)
+    if not pts:
+        raise click.BadParameter(f"{text!r}: expected comma-separated weights, e.g. 0,0.5,1,2",
                                  param_hint="--weights")
-    if not ws or any(w < 0 or not math.isfinite(w) for w in ws):
-        raise click.BadParameter(f"{text!r}: expected non-negative numbers", param_hint="--weights")
-    return sorted(dict.fromkeys(ws))
+    return sorted(dict.fromkeys(pts), key=lambda p: (p[0], p[1] is not None, p[1] or 0))
 
 
 @click.command()
@@ -235,7 +250,8 @@ def _weights(text: str) -> list[float]:
               help="Fine-tune every point from this student run (its last.pt) or checkpoint; "
                    "also measured as point 'init'.")
 @click.option("--weights", default="0,0.5,1,2", show_default=True,
-              help="Energy weights, comma-separated (0: the unpenalised control).")
+              help="Energy weights, comma-separated (0: the unpenalised control); W:K also "
+                   "prunes every graph synapse to K source joints per joint.")
 @click.option("--mode", type=click.Choice(["energy", "rate"]), default="energy",
               show_default=True, help="energy: estimated energy per sample on --train-profile; "
                                       "rate: mean firing rate above energy.target_rate.")
@@ -307,11 +323,13 @@ def sweep(config: Path, data: Path, teacher: Path | None, init: Path | None, wei
         measure("init", init)
         points.append(_point("init", None, init.parent, out / "init" / "sim_fast",
                              out / "init" / "energy", train_profile))
-    for w in ws:
-        tag = _label(w)
+    for w, keep in ws:
+        tag = _label(w, keep)
         run = out / tag / "student"
         over = [f"energy.mode={mode}", f"energy.weight={w}",     # w = 0: estimated, not trained for
                 f"energy.profile={train_profile}", *sets]
+        if keep is not None:
+            over.append(f"energy.graph_keep={keep}")
         if init is not None:
             over.append(f"init={init}")
         args = ["train", "student", "--config", str(config), "--data", str(data), *teacher_args,
@@ -327,8 +345,9 @@ def sweep(config: Path, data: Path, teacher: Path | None, init: Path | None, wei
         measure(tag, run)
         points.append(_point(tag, w, run, out / tag / "sim_fast", out / tag / "energy",
                              train_profile))
+        points[-1].graph_keep = keep
     t, ref = _teacher(teacher, out / points[0].label / "energy")
-    base = next((p for p in points if p.weight == 0), points[0])
+    base = next((p for p in points if p.weight == 0 and p.graph_keep is None), points[0])
     for p in profiles:
         _pareto(points, p)
     for pt in points:

@@ -125,3 +125,60 @@ def test_config_reads_a_bare_off_and_rejects_dense_profiles_and_teacher_runs():
         from_dict({"kind": "teacher", "energy": {"mode": "rate", "weight": 1}})
     with pytest.raises(ConfigError, match="weight must be >= 0"):
         from_dict({"kind": "student", "model": {}, "energy": {"mode": "rate", "weight": -1}})
+
+
+def _graph_joints(syn) -> np.ndarray:
+    """(u, v) -> any non-zero quantised weight from source joint u to destination joint v."""
+    return (np.asarray(syn.weight) != 0).any(axis=(0, 1)).T
+
+
+def test_graph_pruning_keeps_the_strongest_sources_and_cuts_the_counted_fanout():
+    model, x = tiny("static-attention")
+    graph = model.blocks[0].graph
+    with torch.no_grad():
+        graph.B.normal_(0.0, 0.1)                         # as after training: no ties
+    v = graph.keep.shape[0]
+    before = model.to_network()
+    syn0 = next(s for s in before.synapses if s.kind == "graph")
+    assert _graph_joints(syn0).all()                      # trained-dense: every pair connected
+    with torch.no_grad():
+        norm = graph.real_weight().pow(2).sum((0, 1)).T.numpy()     # (u, v)
+    model.prune_graph(3)
+    keep = graph.keep.numpy().astype(bool)
+    assert (keep.sum(0) == 3).all()
+    for col in range(v):
+        assert set(np.flatnonzero(keep[:, col])) == set(np.argsort(-norm[:, col])[:3])
+    after = model.to_network()
+    syn = next(s for s in after.synapses if s.name == syn0.name)
+    assert not (_graph_joints(syn) & ~keep).any()         # a pruned pair has no synapse
+    shape = {g.name: g.shape for g in after.groups}
+    ones = np.ones(shape[syn.dst])
+    fan_before = opcount.transpose_apply(syn0, shape[syn.src], shape[syn.dst], ones)
+    fan_after = opcount.transpose_apply(syn, shape[syn.src], shape[syn.dst], ones)
+    nz_before = np.count_nonzero(syn0.weight)
+    nz_after = np.count_nonzero(syn.weight)
+    assert nz_after <= np.asarray(syn.weight).size * 3 / v    # at most K of V sources
+    # the counted fan-out falls with the synapses: every kept weight is one op per spike
+    assert fan_after.sum() * nz_before == fan_before.sum() * nz_after
+    assert fan_after.sum() < fan_before.sum() * 3 / v * 1.25
+    model.prune_graph(5)                                  # pruning never reconnects
+    assert (graph.keep.numpy().astype(bool) == keep).all()
+    state = {k: t for k, t in model.state_dict().items() if not k.endswith(".keep")}
+    fresh, _ = tiny("static-attention", seed=1)
+    fresh.load_state_dict(state)                          # a checkpoint from before pruning
+    assert (fresh.blocks[0].graph.keep == 1).all()
+
+
+def test_graph_keep_schedule_and_config_errors():
+    cfg = EnergyConfig(graph_keep=4)
+    assert [cfg.graph_sources(e, 10, 20) for e in range(10)] == [17, 14, 10, 7, 4, 4, 4, 4, 4, 4]
+    assert [cfg.graph_sources(e, 1, 20) for e in range(1)] == [4]
+    assert EnergyConfig().graph_sources(0, 10, 20) is None
+    assert from_dict({"kind": "student", "model": {},
+                      "energy": {"graph_keep": 4}}).energy.graph_keep == 4
+    for bad, says in ((0, "whole number >= 1"), (-2, "whole number >= 1"),
+                      (2.5, "expected int"), (True, "expected int|whole number")):
+        with pytest.raises(ConfigError, match=f"graph_keep.*({says})"):
+            from_dict({"kind": "student", "model": {}, "energy": {"graph_keep": bad}})
+    with pytest.raises(ConfigError, match="only student runs"):
+        from_dict({"kind": "teacher", "energy": {"graph_keep": 4}})

@@ -35,7 +35,7 @@ def swept(tmp_path_factory):
         assert res.exit_code == 0, res.output
     args = ["sweep", "--config", str(root / "student.yaml"), "--data", str(root / "prep"),
             "--teacher", str(root / "teacher"), "--init", str(root / "student"),
-            "--weights", "2,0", "--set", "optim.epochs=1", "--profile", "loihi",
+            "--weights", "2,0,2:3", "--set", "optim.epochs=1", "--profile", "loihi",
             "--profile", "cmos45nm_fp32", "--out", str(root / "sweep")]
     res = r.invoke(main, args)
     assert res.exit_code == 0, res.output
@@ -45,7 +45,7 @@ def swept(tmp_path_factory):
 def test_every_point_is_a_measured_run(swept):
     root, _, _ = swept
     fr = json.loads((root / "sweep" / "frontier.json").read_text())
-    assert [p["label"] for p in fr["points"]] == ["init", "w0", "w2"]
+    assert [p["label"] for p in fr["points"]] == ["init", "w0", "w2", "w2k3"]
     assert fr["train_profile"] == "loihi" and fr["profiles"] == ["loihi", "cmos45nm_fp32"]
     for p in fr["points"]:
         d = root / "sweep" / p["label"]
@@ -61,7 +61,7 @@ def test_every_point_is_a_measured_run(swept):
     cfg = {p: yaml.safe_load((root / "sweep" / p / "student" / "config.yaml").read_text())
            for p in ("w0", "w2")}
     assert cfg["w2"]["energy"] == {"mode": "energy", "weight": 2.0, "profile": "loihi",
-                                   "target_rate": 0.05}
+                                   "target_rate": 0.05, "graph_keep": None}
     assert cfg["w0"]["energy"] == dict(cfg["w2"]["energy"], weight=0.0)
     assert cfg["w2"]["init"] == str(root / "student" / "last.pt")
     assert cfg["w2"]["teacher"] == str(root / "teacher" / "last.pt")
@@ -72,6 +72,27 @@ def test_every_point_is_a_measured_run(swept):
     rows = json.loads((root / "sweep" / "w0" / "student" / "metrics.json").read_text())["epochs"]
     assert rows[-1]["train_energy_loss"] == 0.0
     assert fr["teacher"]["energy_j"]["cmos45nm_fp32"] > 0
+
+
+def test_a_pruned_point_keeps_k_source_joints_in_every_graph_synapse(swept):
+    """w2k3: trained with energy.graph_keep=3; its converted network (what the engine ran and
+    the energy stage counted) has at most 3 source joints per destination joint."""
+    import numpy as np
+
+    from mksgn import netgraph
+    root, _, _ = swept
+    cfg = yaml.safe_load((root / "sweep" / "w2k3" / "student" / "config.yaml").read_text())
+    assert cfg["energy"]["graph_keep"] == 3 and cfg["energy"]["weight"] == 2.0
+    net = netgraph.load(root / "sweep" / "w2k3" / "convert" / "model.net")
+    graphs = [s for s in net.synapses if s.kind == "graph"]
+    assert graphs
+    for syn in graphs:
+        joints = (np.asarray(syn.weight) != 0).any(axis=(0, 1))        # (v, u)
+        assert joints.sum(1).max() <= 3 < joints.shape[1]
+    fr = json.loads((root / "sweep" / "frontier.json").read_text())
+    pts = {p["label"]: p for p in fr["points"]}
+    assert pts["w2k3"]["graph_keep"] == 3 and pts["w2"]["graph_keep"] is None
+    assert fr["baseline"] == "w0"
 
 
 def test_pareto_flags_and_csv_match_the_points(swept):
@@ -97,7 +118,7 @@ def test_rerun_reuses_every_finished_stage(swept):
     before = net.stat().st_mtime_ns, (root / "sweep" / "w2" / "student" / "last.pt").stat().st_mtime_ns
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
-    assert res.output.count("done earlier") == 9          # 3 points x convert/engine/energy
+    assert res.output.count("done earlier") == 12         # 4 points x convert/engine/energy
     after = net.stat().st_mtime_ns, (root / "sweep" / "w2" / "student" / "last.pt").stat().st_mtime_ns
     assert after == before
 
@@ -107,5 +128,5 @@ def test_bad_weights_are_one_line_errors(tmp_path):
                           "--data", str(tmp_path), "--weights", "0,x", "--out", str(tmp_path / "o")],
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 2
-    assert "'0,x': expected comma-separated numbers" in res.stderr
+    assert "'x' in '0,x': expected a non-negative weight" in res.stderr
     assert "Traceback" not in res.stderr

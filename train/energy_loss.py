@@ -25,9 +25,19 @@ each spike costs), so a weight means the same on every profile and network size.
 
 ``mode: rate`` is the simpler alternative: ``weight * relu(r - target_rate)^2 / target_rate^2``
 on the mean firing rate r over all spiking neurons and window steps.
+
+``graph_keep`` works on the other factor of a spike's cost, its fan-out. A trained graph synapse
+connects every joint to every joint (the learned offsets B and the static attention partition
+are dense), so a spike of a graph group's source reaches all V joints of C_out channels: most of
+the student's synaptic events. With ``graph_keep: K`` each destination joint keeps its K
+strongest source joints (``GraphSynapse.prune``), lowered in equal steps from V over the first
+half of the run and held for the second, so the remaining weights re-learn around the cut;
+fan-outs drop by about V / K, and ``refresh`` recounts them exactly. It combines with either mode
+or none.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -49,11 +59,22 @@ class EnergyConfig:
     ``train_energy_uj`` / ``train_rate``, not trained for).
     profile: a bundled hardware profile name or a profile YAML path (``mksgn energy
     --list-profiles``); must price spikes (neuromorphic or cmos).
+    graph_keep: source joints each destination joint of a graph synapse keeps (None: all).
     """
     mode: Literal["off", "energy", "rate"] = "off"
     weight: float = 0.0
     profile: str = "loihi"
     target_rate: float = 0.05
+    graph_keep: int | None = None
+
+    def graph_sources(self, epoch: int, epochs: int, joints: int) -> int | None:
+        """Source joints kept per destination during (0-based) ``epoch`` of ``epochs``: from
+        ``joints`` down to ``graph_keep`` in equal steps over the first half, then held."""
+        if self.graph_keep is None:
+            return None
+        ramp = max(1, math.ceil(epochs / 2))
+        done = min(1.0, (epoch + 1) / ramp)
+        return max(self.graph_keep, round(joints - (joints - self.graph_keep) * done))
 
     @property
     def active(self) -> bool:
@@ -65,6 +86,11 @@ class EnergyConfig:
             raise ValueError(f"energy.weight must be >= 0, got {self.weight}")
         if self.mode == "rate" and not 0 < self.target_rate < 1:
             raise ValueError(f"energy.target_rate must be in (0, 1), got {self.target_rate}")
+        if self.graph_keep is not None and (isinstance(self.graph_keep, bool)
+                                            or not isinstance(self.graph_keep, int)
+                                            or self.graph_keep < 1):
+            raise ValueError(f"energy.graph_keep must be a whole number >= 1 (joints), "
+                             f"got {self.graph_keep!r}")
         if self.mode == "energy":
             _prices(self.profile)
 

@@ -345,11 +345,12 @@ class ConvSynapse(nn.Module):
 class GraphSynapse(nn.Module):
     """A ``graph`` synapse group: spatial graph convolution over joints, the same at every frame.
 
-    Real weight ``w[o, i, v, u] = sum_k W[k, o, i] * (A[k] + B[k])[u, v]`` with A the layout's
-    partitions (3, V, V) (plus, with ``static_attention``, a global all-to-all partition ``1/V``),
-    B learned adjacency offsets (zero at init, 2s-AGCN's "B"), W learned channel mixing. The whole
-    (C_out, C_in, V, V) tensor is quantised with one exponent (``weight_exp``; None: chosen from
-    the weights' range).
+    Real weight ``w[o, i, v, u] = sum_k W[k, o, i] * (A[k] + B[k])[u, v] * keep[u, v]`` with A
+    the layout's partitions (3, V, V) (plus, with ``static_attention``, a global all-to-all
+    partition ``1/V``), B learned adjacency offsets (zero at init, 2s-AGCN's "B"), W learned
+    channel mixing and ``keep`` the joint pairs still connected (all at init; ``prune``). The
+    whole (C_out, C_in, V, V) tensor is quantised with one exponent (``weight_exp``; None: chosen
+    from the weights' range).
     """
 
     def __init__(self, c_in: int, c_out: int, partitions: np.ndarray,
@@ -366,10 +367,30 @@ class GraphSynapse(nn.Module):
         self.B = nn.Parameter(torch.zeros(k, v, v))
         self.W = nn.Parameter(torch.empty(k, c_out, c_in))
         nn.init.normal_(self.W, 0.0, gain / (c_in * k) ** 0.5)
+        self.register_buffer("keep", torch.ones(v, v))
         self.delay = 0
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # checkpoints from before pruning existed have every joint pair connected
+        state_dict.setdefault(prefix + "keep", torch.ones_like(self.keep))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def real_weight(self) -> torch.Tensor:
-        return torch.einsum("koi,kuv->oivu", self.W, self.A + self.B)
+        return torch.einsum("koi,kuv->oivu", self.W, (self.A + self.B) * self.keep)
+
+    @torch.no_grad()
+    def prune(self, sources: int) -> None:
+        """Keep, for every destination joint v, the ``sources`` connected source joints u whose
+        weights ``w[:, :, v, u]`` are largest (Frobenius norm); disconnect the rest. A spike of
+        joint u then reaches only the joints that kept it: the synapse's fan-out, and so its
+        synaptic events, shrink by about ``V / sources``. Pruning only removes pairs."""
+        v = self.keep.shape[0]
+        if sources >= v:
+            return
+        norm = self.real_weight().pow(2).sum((0, 1)).T                  # (u, v)
+        norm = torch.where(self.keep > 0, norm, torch.full_like(norm, -1.0))
+        top = norm.topk(max(1, sources), dim=0).indices                  # (sources, v)
+        self.keep.mul_(torch.zeros_like(self.keep).scatter_(0, top, 1.0))
 
     def quantized(self) -> tuple[torch.Tensor, int]:
         return quant.quantize_weight(self.real_weight(), self.weight_exp)

@@ -485,6 +485,12 @@ class Student(nn.Module):
     def neuron_count(self) -> int:
         return sum(int(np.prod(g.shape)) for g in self._groups())
 
+    def prune_graph(self, sources: int) -> None:
+        """Every block's graph synapse keeps ``sources`` source joints per destination joint
+        (``GraphSynapse.prune``); energy-aware training's fan-out knob (``energy.graph_keep``)."""
+        for blk in self.blocks:
+            blk.graph.prune(sources)
+
     def _groups(self) -> list[_Group]:
         gs = list(self.ssc_groups.values())
         if not self.cfg.chain:
