@@ -88,7 +88,7 @@ def _finished_epochs(run: Path) -> int:
 
 
 def _point(label: str, weight: float | None, run: Path, sim: Path, energy: Path,
-           train_profile: str) -> SweepPoint:
+           train_profile: str, graph_keep: int | None = None) -> SweepPoint:
     act = json.loads((sim / "activity.json").read_text())
     rep = json.loads((energy / "energy.json").read_text())
     samples, correct = int(act["samples"]), int(act["correct"])
@@ -112,7 +112,7 @@ def _point(label: str, weight: float | None, run: Path, sim: Path, energy: Path,
                       energy_j=e,
                       energy_per_correct_j={k: v * samples / correct if correct else None
                                             for k, v in e.items()},
-                      spike_energy_j=spike, trained_for_j=trained)
+                      spike_energy_j=spike, trained_for_j=trained, graph_keep=graph_keep)
 
 
 def _teacher(teacher: Path | None, energy: Path) -> tuple[dict, dict]:
@@ -134,7 +134,8 @@ def write_frontier(out: Path, fr: Frontier) -> list[Path]:
     """OUT/frontier.json, frontier.csv and frontier.png (one panel per profile)."""
     atomic_write_json(out / "frontier.json", asdict(fr))
     buf = io.StringIO()
-    cols = ["label", "weight", "graph_keep", "accuracy", "accuracy_delta", "correct", "samples", "firing_rate"]
+    cols = ["label", "weight", "graph_keep", "accuracy", "accuracy_delta", "correct", "samples",
+            "firing_rate"]
     for p in fr.profiles:
         cols += [f"energy_j_{p}", f"energy_ratio_{p}", f"energy_per_correct_j_{p}", f"pareto_{p}"]
     cols += ["spike_energy_j", "trained_for_j", "run"]
@@ -142,9 +143,9 @@ def write_frontier(out: Path, fr: Frontier) -> list[Path]:
     w.writeheader()
     for pt in fr.points:
         row = {k: getattr(pt, k) for k in ("label", "weight", "graph_keep", "accuracy",
-                                             "accuracy_delta",
-                                             "correct", "samples", "firing_rate",
-                                             "spike_energy_j", "trained_for_j", "run")}
+                                             "accuracy_delta", "correct", "samples",
+                                             "firing_rate", "spike_energy_j", "trained_for_j",
+                                             "run")}
         for p in fr.profiles:
             row.update({f"energy_j_{p}": pt.energy_j.get(p),
                         f"energy_ratio_{p}": pt.energy_ratio.get(p),
@@ -344,8 +345,7 @@ def sweep(config: Path, data: Path, teacher: Path | None, init: Path | None, wei
                 shutil.rmtree(out / tag / d, ignore_errors=True)
         measure(tag, run)
         points.append(_point(tag, w, run, out / tag / "sim_fast", out / tag / "energy",
-                             train_profile))
-        points[-1].graph_keep = keep
+                             train_profile, keep))
     t, ref = _teacher(teacher, out / points[0].label / "energy")
     base = next((p for p in points if p.weight == 0 and p.graph_keep is None), points[0])
     for p in profiles:
