@@ -69,7 +69,7 @@ class DemoPlan:
                    student_config="ucla_cpu_student.yaml", teacher_set=(), student_set=(),
                    synth={}, reference_teacher="ucla_teacher.yaml", reference_dataset="ucla",
                    budget_s={
-                       "data prepare": 30, "train teacher": 22 * 60, "train student": 62 * 60,
+                       "data prepare": 30, "train teacher": 17 * 60, "train student": 68 * 60,
                        "convert": 60, "simulate (fast engine)": 4 * 60,
                        "Lava fixed_pt + spike agreement": 6 * 60,
                        "paper-scale teacher graph": 60, "energy": 60})
