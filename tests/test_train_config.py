@@ -66,6 +66,17 @@ def test_overrides_apply_before_checking(tmp_path):
     assert cfg.optim.lr == 0.5 and cfg.data.prepared == "/x"
 
 
+def test_exponent_floats_without_a_dot_are_numbers(tmp_path):
+    # YAML 1.1 (PyYAML) reads 1e-3 as the text '1e-3'; a float field takes it as 0.001
+    p = tmp_path / "c.yaml"
+    p.write_text("kind: teacher\noptim:\n  lr: 1e-3\n  weight_decay: 5E-4\n")
+    cfg = load_config(p, {"optim.momentum": "+2e0"})
+    assert (cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.momentum) == (0.001, 0.0005, 2.0)
+    for bad in ("1e", "e-3", "fast", "nan"):
+        with pytest.raises(ConfigError, match=r"c.yaml:3: optim.lr: expected float"):
+            load_config(p, {"optim.lr": bad})
+
+
 def test_lr_schedule():
     o = OptimConfig(lr=1.0, epochs=10, warmup_epochs=2, schedule="step", milestones=(5, 8), gamma=0.1)
     assert [round(o.lr_factor(e), 6) for e in range(10)] == [0.5, 1, 1, 1, 1, 0.1, 0.1, 0.1, 0.01, 0.01]

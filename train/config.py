@@ -19,6 +19,7 @@ Unknown keys and wrongly typed values are errors naming the file, the line and t
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -229,6 +230,9 @@ class _Lines:
         return self.where
 
 
+_DECIMAL = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
 def _convert(tp: Any, value: Any, path: str, lines: _Lines) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
@@ -277,6 +281,8 @@ def _convert(tp: Any, value: Any, path: str, lines: _Lines) -> Any:
             raise bad
         return value
     if tp is float:
+        if isinstance(value, str) and _DECIMAL.fullmatch(value.strip()):
+            return float(value)          # YAML 1.1 reads 1e-3 (no dot, no signed exponent) as text
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad
         return float(value)
