@@ -282,7 +282,7 @@ def _convert(tp: Any, value: Any, path: str, lines: _Lines) -> Any:
         return value
     if tp is float:
         if isinstance(value, str) and _DECIMAL.fullmatch(value.strip()):
-            return float(value)          # YAML 1.1 reads 1e-3 (no dot, no signed exponent) as text
+            return float(value)          # YAML 1.1 reads a float without a dot (1e-3) as text
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad
         return float(value)

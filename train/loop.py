@@ -399,8 +399,7 @@ def train(cfg: RunConfig, out: str | Path | None, *, resume: bool = False,
             say = lambda s: bar.console.print(s, markup=False, highlight=False)  # noqa: E731
         for epoch in range(start, end):
             t0 = time.perf_counter()
-            keep = cfg.energy.graph_sources(epoch, cfg.optim.epochs, layout.num_joints) \
-                if cfg.kind == "student" else None
+            keep = cfg.energy.graph_sources(epoch, cfg.optim.epochs, layout.num_joints)
             if keep is not None:
                 model.prune_graph(keep)
             if energy is not None:
