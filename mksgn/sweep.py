@@ -1,9 +1,9 @@
 """``mksgn sweep``: a family of energy-penalised students and their accuracy-energy frontier.
 
 For every energy weight (``W``, or ``W:K`` to also prune each graph synapse to K source joints
-per joint, ``energy.graph_keep``): train a student (``energy.mode`` / ``energy.weight`` set on the
-given config, optionally fine-tuned from ``--init``, distilled from ``--teacher`` as the config says),
-convert its last epoch, run it on the fast engine over the whole test split, and price it with
+per joint, ``energy.graph_keep``): train a student (``energy.mode`` / ``energy.weight`` set on
+the given config, optionally fine-tuned from ``--init``, distilled from ``--teacher`` as the
+config says), convert its last epoch, run it on the fast engine over the whole test split, and price it with
 ``mksgn energy``. Each point is a normal run directory ``OUT/w<weight>[k<K>]/`` (student, convert,
 sim_fast, energy); a re-run reuses finished stages and resumes an unfinished training. The
 frontier goes to ``OUT/frontier.{json,csv,png}``: accuracy and energy per sample on each profile,
@@ -224,11 +224,11 @@ def _weights(text: str) -> list[tuple[float, int | None]]:
     for item in (t.strip() for t in text.split(",")):
         if not item:
             continue
-        w, _, k = item.partition(":")
+        w, colon, k = item.partition(":")
         try:
-            pt = (float(w), int(k) if k else None)
+            pt = (float(w), int(k) if colon else None)
         except ValueError:
-            pt = (-1.0, None)
+            pt = (-1.0, None)                                          # reported below
         if pt[0] < 0 or not math.isfinite(pt[0]) or (pt[1] is not None and pt[1] < 1):
             raise click.BadParameter(
                 f"{item!r} in {text!r}: expected a non-negative weight, optionally with ':K' "

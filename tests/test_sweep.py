@@ -130,3 +130,13 @@ def test_bad_weights_are_one_line_errors(tmp_path):
     assert res.returncode == 2
     assert "'x' in '0,x': expected a non-negative weight" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_weights_parse_w_and_w_colon_k():
+    import click
+
+    from mksgn.sweep import _weights
+    assert _weights(" 5:4, 0,2,0:4,2") == [(0.0, None), (0.0, 4), (2.0, None), (5.0, 4)]
+    for bad in ("5:", "2:0", "1:2.5", "-1", "inf", "a:3", ","):
+        with pytest.raises(click.BadParameter):
+            _weights(bad)
