@@ -1,14 +1,16 @@
 """``mksgn sweep``: a family of energy-penalised students and their accuracy-energy frontier.
 
-For every energy weight (``W``, or ``W:K`` to also prune each graph synapse to K source joints
-per joint, ``energy.graph_keep``): train a student (``energy.mode`` / ``energy.weight`` set on
+For every energy weight (``W``; ``W:K`` also prunes each graph synapse to K source joints per
+joint, ``energy.graph_keep``; ``W:K:F`` or ``W::F`` keeps the fraction F of every synapse group's
+weights, ``energy.synapse_keep``): train a student (``energy.mode`` / ``energy.weight`` set on
 the given config, optionally fine-tuned from ``--init``, distilled from ``--teacher`` as the
-config says), convert its last epoch, run it on the fast engine over the whole test split, and price it with
-``mksgn energy``. Each point is a normal run directory ``OUT/w<weight>[k<K>]/`` (student, convert,
-sim_fast, energy); a re-run reuses finished stages and resumes an unfinished training. The
-frontier goes to ``OUT/frontier.{json,csv,png}``: accuracy and energy per sample on each profile,
-energy per *correct* classification, the trained-for estimate beside the measured figure, and
-which points are Pareto-optimal; the teacher (and the paper's MK-SGN point on NW-UCLA) marked.
+config says), convert its last epoch, run it on the fast engine over the whole test split,
+and price it with ``mksgn energy``. Each point is a normal run directory
+``OUT/w<W>[k<K>][s<F>]/`` (student, convert, sim_fast, energy; e.g. ``w0k5s0.5``); a re-run
+reuses finished stages and resumes an unfinished training. The frontier goes to
+``OUT/frontier.{json,csv,png}``: accuracy and energy per sample on each profile, energy per
+*correct* classification, the trained-for estimate beside the measured figure, and which points are
+Pareto-optimal; the teacher (and the paper's MK-SGN point on NW-UCLA) marked.
 """
 from __future__ import annotations
 
@@ -52,6 +54,7 @@ class SweepPoint:
     trained_for_j: float | None = None           # the training estimate, last epoch (train split)
     pareto: dict[str, bool] = field(default_factory=dict)
     graph_keep: int | None = None                # source joints per graph destination (None: all)
+    synapse_keep: float | None = None            # fraction of weights kept (None: all)
 
 
 @dataclass
@@ -76,8 +79,17 @@ def _pareto(points: list[SweepPoint], profile: str) -> None:
             for q in points)
 
 
-def _label(w: float, keep: int | None = None) -> str:
-    return f"w{w:g}" + ("" if keep is None else f"k{keep}")
+@dataclass(frozen=True)
+class Spec:
+    """One point of ``--weights``: energy weight, graph sources kept, fraction of weights kept."""
+    weight: float
+    graph_keep: int | None = None
+    synapse_keep: float | None = None
+
+    @property
+    def label(self) -> str:
+        return (f"w{self.weight:g}" + ("" if self.graph_keep is None else f"k{self.graph_keep}")
+                + ("" if self.synapse_keep is None else f"s{self.synapse_keep:g}"))
 
 
 def _finished_epochs(run: Path) -> int:
@@ -88,7 +100,7 @@ def _finished_epochs(run: Path) -> int:
 
 
 def _point(label: str, weight: float | None, run: Path, sim: Path, energy: Path,
-           train_profile: str, graph_keep: int | None = None) -> SweepPoint:
+           train_profile: str, spec: Spec | None = None) -> SweepPoint:
     act = json.loads((sim / "activity.json").read_text())
     rep = json.loads((energy / "energy.json").read_text())
     samples, correct = int(act["samples"]), int(act["correct"])
@@ -112,7 +124,9 @@ def _point(label: str, weight: float | None, run: Path, sim: Path, energy: Path,
                       energy_j=e,
                       energy_per_correct_j={k: v * samples / correct if correct else None
                                             for k, v in e.items()},
-                      spike_energy_j=spike, trained_for_j=trained, graph_keep=graph_keep)
+                      spike_energy_j=spike, trained_for_j=trained,
+                      graph_keep=spec.graph_keep if spec else None,
+                      synapse_keep=spec.synapse_keep if spec else None)
 
 
 def _teacher(teacher: Path | None, energy: Path) -> tuple[dict, dict]:
@@ -134,16 +148,16 @@ def write_frontier(out: Path, fr: Frontier) -> list[Path]:
     """OUT/frontier.json, frontier.csv and frontier.png (one panel per profile)."""
     atomic_write_json(out / "frontier.json", asdict(fr))
     buf = io.StringIO()
-    cols = ["label", "weight", "graph_keep", "accuracy", "accuracy_delta", "correct", "samples",
-            "firing_rate"]
+    cols = ["label", "weight", "graph_keep", "synapse_keep", "accuracy", "accuracy_delta",
+            "correct", "samples", "firing_rate"]
     for p in fr.profiles:
         cols += [f"energy_j_{p}", f"energy_ratio_{p}", f"energy_per_correct_j_{p}", f"pareto_{p}"]
     cols += ["spike_energy_j", "trained_for_j", "run"]
     w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
     w.writeheader()
     for pt in fr.points:
-        row = {k: getattr(pt, k) for k in ("label", "weight", "graph_keep", "accuracy",
-                                             "accuracy_delta", "correct", "samples",
+        row = {k: getattr(pt, k) for k in ("label", "weight", "graph_keep", "synapse_keep",
+                                             "accuracy", "accuracy_delta", "correct", "samples",
                                              "firing_rate", "spike_energy_j", "trained_for_j",
                                              "run")}
         for p in fr.profiles:
@@ -217,27 +231,37 @@ def _num(x: float | None, scale: float, fmt: str) -> str:
     return "n/a" if x is None else format(x * scale, fmt)
 
 
-def _weights(text: str) -> list[tuple[float, int | None]]:
-    """``0,2,5:4`` -> [(0, None), (2, None), (5, 4)]: energy weights, each optionally with the
-    graph's kept source joints after a colon."""
+def _weights(text: str) -> list[Spec]:
+    """``0,2,5:4,0:5:0.5,0::0.3`` -> one ``Spec`` each: an energy weight, optionally ':K' graph
+    source joints kept and ':F' the fraction of weights kept."""
     pts = []
     for item in (t.strip() for t in text.split(",")):
         if not item:
             continue
-        w, colon, k = item.partition(":")
+        parts = item.split(":")
         try:
-            pt = (float(w), int(k) if colon else None)
+            if len(parts) > 3 or (len(parts) == 2 and not parts[1]) \
+                    or (len(parts) == 3 and not parts[2]):
+                raise ValueError(item)
+            pt = Spec(float(parts[0]), int(parts[1]) if len(parts) > 1 and parts[1] else None,
+                      float(parts[2]) if len(parts) == 3 else None)
         except ValueError:
-            pt = (-1.0, None)                                          # reported below
-        if pt[0] < 0 or not math.isfinite(pt[0]) or (pt[1] is not None and pt[1] < 1):
+            pt = Spec(-1.0)                                            # reported below
+        if pt.weight < 0 or not math.isfinite(pt.weight) \
+                or (pt.graph_keep is not None and pt.graph_keep < 1) \
+                or (pt.synapse_keep is not None and not 0 < pt.synapse_keep <= 1):
             raise click.BadParameter(
                 f"{item!r} in {text!r}: expected a non-negative weight, optionally with ':K' "
-                f"source joints (K >= 1), e.g. 0,2,5:4", param_hint="--weights")
+                f"source joints (K >= 1) and ':F' kept weights (0 < F <= 1), e.g. 0,2,5:4,0:5:0.5,"
+                f"0::0.3", param_hint="--weights")
         pts.append(pt)
     if not pts:
         raise click.BadParameter(f"{text!r}: expected comma-separated weights, e.g. 0,0.5,1,2",
                                  param_hint="--weights")
-    return sorted(dict.fromkeys(pts), key=lambda p: (p[0], p[1] is not None, p[1] or 0))
+    return sorted(dict.fromkeys(pts), key=lambda p: (p.weight, p.graph_keep is not None,
+                                                     p.graph_keep or 0,
+                                                     p.synapse_keep is not None,
+                                                     -(p.synapse_keep or 0)))
 
 
 @click.command()
@@ -252,7 +276,8 @@ def _weights(text: str) -> list[tuple[float, int | None]]:
                    "also measured as point 'init'.")
 @click.option("--weights", default="0,0.5,1,2", show_default=True,
               help="Energy weights, comma-separated (0: the unpenalised control); W:K also "
-                   "prunes every graph synapse to K source joints per joint.")
+                   "prunes every graph synapse to K source joints per joint, W:K:F (or W::F) "
+                   "keeps the fraction F of every synapse group's weights.")
 @click.option("--mode", type=click.Choice(["energy", "rate"]), default="energy",
               show_default=True, help="energy: estimated energy per sample on --train-profile; "
                                       "rate: mean firing rate above energy.target_rate.")
@@ -275,7 +300,7 @@ def sweep(config: Path, data: Path, teacher: Path | None, init: Path | None, wei
     """Train students over energy weights and write the accuracy-energy frontier.
 
     \b
-    Each point: train (resumable) -> convert -> fast engine on the test split -> energy.
+    Each point: train (resumable) -> convert -> fast engine (test split) -> energy.
     Example (NW-UCLA: the demo's student fine-tuned 5 epochs per point):
       mksgn sweep --config train/configs/ucla_cpu_student.yaml \\
         --data runs/ucla/prepared --teacher runs/ucla/teacher \\
@@ -324,13 +349,16 @@ def sweep(config: Path, data: Path, teacher: Path | None, init: Path | None, wei
         measure("init", init)
         points.append(_point("init", None, init.parent, out / "init" / "sim_fast",
                              out / "init" / "energy", train_profile))
-    for w, keep in ws:
-        tag = _label(w, keep)
+    for spec in ws:
+        tag = spec.label
         run = out / tag / "student"
-        over = [f"energy.mode={mode}", f"energy.weight={w}",     # w = 0: estimated, not trained for
+        over = [f"energy.mode={mode}",
+                f"energy.weight={spec.weight}",         # 0: estimated, not trained for
                 f"energy.profile={train_profile}", *sets]
-        if keep is not None:
-            over.append(f"energy.graph_keep={keep}")
+        if spec.graph_keep is not None:
+            over.append(f"energy.graph_keep={spec.graph_keep}")
+        if spec.synapse_keep is not None:
+            over.append(f"energy.synapse_keep={spec.synapse_keep}")
         if init is not None:
             over.append(f"init={init}")
         args = ["train", "student", "--config", str(config), "--data", str(data), *teacher_args,
@@ -344,10 +372,11 @@ def sweep(config: Path, data: Path, teacher: Path | None, init: Path | None, wei
             for d in ("convert", "sim_fast", "energy"):
                 shutil.rmtree(out / tag / d, ignore_errors=True)
         measure(tag, run)
-        points.append(_point(tag, w, run, out / tag / "sim_fast", out / tag / "energy",
-                             train_profile, keep))
+        points.append(_point(tag, spec.weight, run, out / tag / "sim_fast", out / tag / "energy",
+                             train_profile, spec))
     t, ref = _teacher(teacher, out / points[0].label / "energy")
-    base = next((p for p in points if p.weight == 0 and p.graph_keep is None), points[0])
+    base = next((p for p in points if p.weight == 0 and p.graph_keep is None
+                 and p.synapse_keep is None), points[0])
     for p in profiles:
         _pareto(points, p)
     for pt in points:

@@ -182,3 +182,71 @@ def test_graph_keep_schedule_and_config_errors():
             from_dict({"kind": "student", "model": {}, "energy": {"graph_keep": bad}})
     with pytest.raises(ConfigError, match="only student runs"):
         from_dict({"kind": "teacher", "energy": {"graph_keep": 4}})
+
+
+def test_weight_pruning_keeps_the_largest_weights_and_cuts_the_counted_fanout():
+    """synapse_keep: every conv and graph synapse group keeps its largest weights; the converted
+    network lacks exactly the pruned synapses, and each spike's counted fan-out loses them."""
+    model, x = tiny("static-attention")
+    with torch.no_grad():
+        model.blocks[0].graph.B.normal_(0.0, 0.1)
+    model.prune_graph(10)                               # the two cuts compose
+    tcn = model.blocks[0].tcn
+    graph = model.blocks[0].graph
+    w_tcn = tcn.weight.detach().abs().clone()
+    w_graph = graph.real_weight().detach().abs().clone()
+    pairs = (graph.keep.T > 0).expand_as(graph.mask)
+    before = model.to_network()
+    model.prune_weights(0.3)
+    # conv: exactly round(0.3 n) weights kept, and no dropped weight outweighs a kept one
+    m = tcn.mask
+    assert int(m.sum()) == round(0.3 * m.numel())
+    assert w_tcn[~m].max() <= w_tcn[m].min()
+    # graph: the fraction counts the joint pairs still connected, and only those are kept
+    g = graph.mask
+    assert int(g.sum()) == round(0.3 * int(pairs.sum()))
+    assert not (g & ~pairs).any()
+    assert w_graph[pairs & ~g].max() <= w_graph[g].min()
+    after = model.to_network()
+    shape = {grp.name: grp.shape for grp in after.groups}
+    for syn0, syn in zip(before.synapses, after.synapses):
+        if syn.kind not in ("conv", "graph"):
+            continue
+        mine = tcn if syn.name == "b1/tcn" else graph if syn.name == "b1/graph" else None
+        if mine is not None:                            # zero exactly where the mask is off
+            off = ~mine.mask.numpy()
+            assert not np.asarray(syn.weight)[off].any()
+        nz0, nz = np.count_nonzero(syn0.weight), np.count_nonzero(syn.weight)
+        assert nz < nz0
+        if syn.kind == "graph":                          # every source joint reaches all frames:
+            ones = np.ones(shape[syn.dst])               # each nonzero is one op per spike
+            f0 = opcount.fan_out(syn0, shape[syn.src], shape[syn.dst]).sum()
+            f1 = opcount.fan_out(syn, shape[syn.src], shape[syn.dst]).sum()
+            assert f1 * nz0 == f0 * nz
+            assert f1 == opcount.transpose_apply(syn, shape[syn.src], shape[syn.dst], ones).sum()
+    kept = tcn.mask.clone()
+    model.prune_weights(0.6)                             # pruning never regrows a weight
+    assert torch.equal(tcn.mask, kept)
+    model.prune_weights(0.1)
+    assert int(tcn.mask.sum()) == round(0.1 * tcn.mask.numel())
+    assert not (tcn.mask & ~kept).any()
+    state = {k: t for k, t in model.state_dict().items() if not k.endswith(".mask")}
+    fresh, _ = tiny("static-attention", seed=1)
+    fresh.load_state_dict(state)                         # a checkpoint from before this cut
+    assert all(bool(b.tcn.mask.all()) and bool(b.graph.mask.all()) for b in fresh.blocks)
+    fresh.load_state_dict(model.state_dict())            # and one after it
+    assert torch.equal(fresh.blocks[0].tcn.mask, tcn.mask)
+
+
+def test_synapse_keep_schedule_and_config_errors():
+    cfg = EnergyConfig(synapse_keep=0.2)
+    assert [round(cfg.synapse_fraction(e, 8), 6) for e in range(8)] == \
+        [0.8, 0.6, 0.4, 0.2, 0.2, 0.2, 0.2, 0.2]
+    assert EnergyConfig().synapse_fraction(0, 8) is None
+    assert from_dict({"kind": "student", "model": {},
+                      "energy": {"synapse_keep": 0.5}}).energy.synapse_keep == 0.5
+    for bad in (0, -0.5, 1.5):
+        with pytest.raises(ConfigError, match="synapse_keep must be a fraction"):
+            from_dict({"kind": "student", "model": {}, "energy": {"synapse_keep": bad}})
+    with pytest.raises(ConfigError, match="only student runs"):
+        from_dict({"kind": "teacher", "energy": {"synapse_keep": 0.5}})

@@ -35,7 +35,7 @@ def swept(tmp_path_factory):
         assert res.exit_code == 0, res.output
     args = ["sweep", "--config", str(root / "student.yaml"), "--data", str(root / "prep"),
             "--teacher", str(root / "teacher"), "--init", str(root / "student"),
-            "--weights", "2,0,2:3", "--set", "optim.epochs=1", "--profile", "loihi",
+            "--weights", "2,0,2:3:0.5", "--set", "optim.epochs=1", "--profile", "loihi",
             "--profile", "cmos45nm_fp32", "--out", str(root / "sweep")]
     res = r.invoke(main, args)
     assert res.exit_code == 0, res.output
@@ -45,7 +45,7 @@ def swept(tmp_path_factory):
 def test_every_point_is_a_measured_run(swept):
     root, _, _ = swept
     fr = json.loads((root / "sweep" / "frontier.json").read_text())
-    assert [p["label"] for p in fr["points"]] == ["init", "w0", "w2", "w2k3"]
+    assert [p["label"] for p in fr["points"]] == ["init", "w0", "w2", "w2k3s0.5"]
     assert fr["train_profile"] == "loihi" and fr["profiles"] == ["loihi", "cmos45nm_fp32"]
     for p in fr["points"]:
         d = root / "sweep" / p["label"]
@@ -61,7 +61,8 @@ def test_every_point_is_a_measured_run(swept):
     cfg = {p: yaml.safe_load((root / "sweep" / p / "student" / "config.yaml").read_text())
            for p in ("w0", "w2")}
     assert cfg["w2"]["energy"] == {"mode": "energy", "weight": 2.0, "profile": "loihi",
-                                   "target_rate": 0.05, "graph_keep": None}
+                                   "target_rate": 0.05, "graph_keep": None,
+                                   "synapse_keep": None}
     assert cfg["w0"]["energy"] == dict(cfg["w2"]["energy"], weight=0.0)
     assert cfg["w2"]["init"] == str(root / "student" / "last.pt")
     assert cfg["w2"]["teacher"] == str(root / "teacher" / "last.pt")
@@ -74,24 +75,35 @@ def test_every_point_is_a_measured_run(swept):
     assert fr["teacher"]["energy_j"]["cmos45nm_fp32"] > 0
 
 
-def test_a_pruned_point_keeps_k_source_joints_in_every_graph_synapse(swept):
-    """w2k3: trained with energy.graph_keep=3; its converted network (what the engine ran and
-    the energy stage counted) has at most 3 source joints per destination joint."""
+def test_a_pruned_point_keeps_k_source_joints_and_half_the_weights(swept):
+    """w2k3s0.5: trained with energy.graph_keep=3 and synapse_keep=0.5; its converted network
+    (what the engine ran and the energy stage counted) has at most 3 source joints per
+    destination joint, and at most half the weights of every synapse group (of the connected
+    joint pairs for a graph)."""
     import numpy as np
 
     from mksgn import netgraph
     root, _, _ = swept
-    cfg = yaml.safe_load((root / "sweep" / "w2k3" / "student" / "config.yaml").read_text())
+    d = root / "sweep" / "w2k3s0.5"
+    cfg = yaml.safe_load((d / "student" / "config.yaml").read_text())
     assert cfg["energy"]["graph_keep"] == 3 and cfg["energy"]["weight"] == 2.0
-    net = netgraph.load(root / "sweep" / "w2k3" / "convert" / "model.net")
+    assert cfg["energy"]["synapse_keep"] == 0.5
+    net = netgraph.load(d / "convert" / "model.net")
     graphs = [s for s in net.synapses if s.kind == "graph"]
-    assert graphs
+    convs = [s for s in net.synapses if s.kind == "conv"]
+    assert graphs and convs
     for syn in graphs:
-        joints = (np.asarray(syn.weight) != 0).any(axis=(0, 1))        # (v, u)
+        w = np.asarray(syn.weight)
+        joints = (w != 0).any(axis=(0, 1))                               # (v, u)
         assert joints.sum(1).max() <= 3 < joints.shape[1]
+        assert np.count_nonzero(w) <= round(0.5 * 3 * joints.shape[0] * w.shape[0] * w.shape[1])
+    for syn in convs:
+        w = np.asarray(syn.weight)
+        assert np.count_nonzero(w) <= round(0.5 * w.size)
     fr = json.loads((root / "sweep" / "frontier.json").read_text())
     pts = {p["label"]: p for p in fr["points"]}
-    assert pts["w2k3"]["graph_keep"] == 3 and pts["w2"]["graph_keep"] is None
+    assert pts["w2k3s0.5"]["graph_keep"] == 3 and pts["w2"]["graph_keep"] is None
+    assert pts["w2k3s0.5"]["synapse_keep"] == 0.5 and pts["w2"]["synapse_keep"] is None
     assert fr["baseline"] == "w0"
 
 
@@ -135,8 +147,12 @@ def test_bad_weights_are_one_line_errors(tmp_path):
 def test_weights_parse_w_and_w_colon_k():
     import click
 
-    from mksgn.sweep import _weights
-    assert _weights(" 5:4, 0,2,0:4,2") == [(0.0, None), (0.0, 4), (2.0, None), (5.0, 4)]
-    for bad in ("5:", "2:0", "1:2.5", "-1", "inf", "a:3", ","):
+    from mksgn.sweep import Spec, _weights
+    assert _weights(" 5:4, 0,2,0:4,2,0:4:0.5,0::0.3,0::1") == [
+        Spec(0.0), Spec(0.0, None, 1.0), Spec(0.0, None, 0.3), Spec(0.0, 4),
+        Spec(0.0, 4, 0.5), Spec(2.0), Spec(5.0, 4)]
+    assert [s.label for s in _weights("0:4:0.5,0::0.3,2:3")] == ["w0s0.3", "w0k4s0.5", "w2k3"]
+    for bad in ("5:", "2:0", "1:2.5", "-1", "inf", "a:3", ",", "0:4:", "0::0", "0::1.5",
+                "0:4:0.5:1", "0::x"):
         with pytest.raises(click.BadParameter):
             _weights(bad)

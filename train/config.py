@@ -186,8 +186,7 @@ class RunConfig:
             self.model.validate()
         except ValueError as e:
             raise ConfigError(f"{where}: model: {e}") from None
-        if (self.energy.mode != "off" or self.energy.graph_keep is not None) \
-                and self.kind != "student":
+        if (self.energy.mode != "off" or self.energy.prunes) and self.kind != "student":
             raise ConfigError(f"{where}: energy: only student runs have an energy term")
         try:
             self.energy.validate()

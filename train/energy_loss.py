@@ -34,6 +34,12 @@ strongest source joints (``GraphSynapse.prune``), lowered in equal steps from V 
 half of the run and held for the second, so the remaining weights re-learn around the cut;
 fan-outs drop by about V / K, and ``refresh`` recounts them exactly. It combines with either mode
 or none.
+
+``synapse_keep: f`` is the unstructured cut: every on-chip synapse group (the temporal and
+residual convs, the fusion, the graph pairs still connected) keeps the fraction f of its weights
+with the largest magnitudes (``Student.prune_weights``), on the same schedule (1 -> f over the
+first half). After ``graph_keep`` the temporal convs carry about half of the synaptic events; this
+cuts them and thins the kept graph pairs.
 """
 from __future__ import annotations
 
@@ -60,21 +66,39 @@ class EnergyConfig:
     profile: a bundled hardware profile name or a profile YAML path (``mksgn energy
     --list-profiles``); must price spikes (neuromorphic or cmos).
     graph_keep: source joints each destination joint of a graph synapse keeps (None: all).
+    synapse_keep: fraction in (0, 1] of each synapse group's weights kept (None: all).
     """
     mode: Literal["off", "energy", "rate"] = "off"
     weight: float = 0.0
     profile: str = "loihi"
     target_rate: float = 0.05
     graph_keep: int | None = None
+    synapse_keep: float | None = None
+
+    @staticmethod
+    def _ramp(epoch: int, epochs: int) -> float:
+        """Share of a cut made by the end of (0-based) ``epoch``: equal steps over the first
+        half of the run, all of it from then on."""
+        return min(1.0, (epoch + 1) / max(1, math.ceil(epochs / 2)))
 
     def graph_sources(self, epoch: int, epochs: int, joints: int) -> int | None:
         """Source joints kept per destination during (0-based) ``epoch`` of ``epochs``: from
         ``joints`` down to ``graph_keep`` in equal steps over the first half, then held."""
         if self.graph_keep is None:
             return None
-        ramp = max(1, math.ceil(epochs / 2))
-        done = min(1.0, (epoch + 1) / ramp)
+        done = self._ramp(epoch, epochs)
         return max(self.graph_keep, round(joints - (joints - self.graph_keep) * done))
+
+    def synapse_fraction(self, epoch: int, epochs: int) -> float | None:
+        """Fraction of weights kept during ``epoch``: from 1 down to ``synapse_keep`` in equal
+        steps over the first half, then held."""
+        if self.synapse_keep is None:
+            return None
+        return 1.0 - (1.0 - self.synapse_keep) * self._ramp(epoch, epochs)
+
+    @property
+    def prunes(self) -> bool:
+        return self.graph_keep is not None or self.synapse_keep is not None
 
     @property
     def active(self) -> bool:
@@ -91,6 +115,9 @@ class EnergyConfig:
                                             or self.graph_keep < 1):
             raise ValueError(f"energy.graph_keep must be a whole number >= 1 (joints), "
                              f"got {self.graph_keep!r}")
+        if self.synapse_keep is not None and not 0 < self.synapse_keep <= 1:
+            raise ValueError(f"energy.synapse_keep must be a fraction in (0, 1], "
+                             f"got {self.synapse_keep!r}")
         if self.mode == "energy":
             _prices(self.profile)
 

@@ -402,6 +402,9 @@ def train(cfg: RunConfig, out: str | Path | None, *, resume: bool = False,
             keep = cfg.energy.graph_sources(epoch, cfg.optim.epochs, layout.num_joints)
             if keep is not None:
                 model.prune_graph(keep)
+            kept = cfg.energy.synapse_fraction(epoch, cfg.optim.epochs)
+            if kept is not None:
+                model.prune_weights(kept)
             if energy is not None:
                 energy.refresh(model)
             _set_epoch(train_ds, sampler, epoch)

@@ -296,6 +296,27 @@ def _row_bound(m: torch.Tensor, kind: str) -> float:
     return float(m.reshape(m.shape[0], -1).sum(1).max())
 
 
+@torch.no_grad()
+def prune_mask(mask: torch.Tensor, magnitude: torch.Tensor, eligible: torch.Tensor,
+               fraction: float) -> None:
+    """Magnitude pruning of one synapse group, in place on its boolean weight ``mask``.
+
+    Keeps the ``round(fraction * eligible.sum())`` (at least 1) entries of largest ``magnitude``
+    among those still set and eligible, clears the rest; an entry once cleared is never set
+    again (a later, larger fraction keeps what is left). Every cleared entry is a zero weight:
+    a synapse the converted network does not have, so each spike's fan-out (``mksgn.opcount``)
+    loses it.
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    live = mask & eligible
+    n = min(int(live.sum()), max(1, round(fraction * int(eligible.sum()))))
+    score = torch.where(live, magnitude.to(torch.float64), -1.0)
+    kept = torch.zeros(mask.numel(), dtype=torch.bool, device=mask.device)
+    kept[score.flatten().topk(n).indices] = True
+    mask.copy_(kept.view_as(mask))
+
+
 class ConvSynapse(nn.Module):
     """A ``conv`` synapse group: 2-D convolution over (T, V) at every step, 8-bit weights.
 
@@ -313,10 +334,22 @@ class ConvSynapse(nn.Module):
         self.weight = nn.Parameter(torch.empty(c_out, c_in, *kernel))
         fan_in = c_in * kernel[0] * kernel[1]
         nn.init.normal_(self.weight, 0.0, gain / fan_in ** 0.5)
+        self.register_buffer("mask", torch.ones_like(self.weight, dtype=torch.bool))
         self.delay = 0
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # checkpoints from before weight pruning existed keep every weight
+        state_dict.setdefault(prefix + "mask", torch.ones_like(self.mask))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def real_weight(self, scale: torch.Tensor | None = None) -> torch.Tensor:
-        return self.weight if scale is None else self.weight * scale
+        w = self.weight * self.mask
+        return w if scale is None else w * scale
+
+    @torch.no_grad()
+    def prune_weights(self, fraction: float) -> None:
+        """Keep the ``round(fraction * n)`` largest-magnitude of the n weights (``prune_mask``)."""
+        prune_mask(self.mask, self.weight.abs(), torch.ones_like(self.mask), fraction)
 
     def quantized(self, scale: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
         return quant.quantize_weight(self.real_weight(scale), self.weight_exp)
@@ -368,15 +401,24 @@ class GraphSynapse(nn.Module):
         self.W = nn.Parameter(torch.empty(k, c_out, c_in))
         nn.init.normal_(self.W, 0.0, gain / (c_in * k) ** 0.5)
         self.register_buffer("keep", torch.ones(v, v))
+        self.register_buffer("mask", torch.ones(c_out, c_in, v, v, dtype=torch.bool))
         self.delay = 0
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # checkpoints from before pruning existed have every joint pair connected
+        # checkpoints from before pruning existed have every joint pair connected, every weight
         state_dict.setdefault(prefix + "keep", torch.ones_like(self.keep))
+        state_dict.setdefault(prefix + "mask", torch.ones_like(self.mask))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def real_weight(self) -> torch.Tensor:
-        return torch.einsum("koi,kuv->oivu", self.W, (self.A + self.B) * self.keep)
+        return torch.einsum("koi,kuv->oivu", self.W, (self.A + self.B) * self.keep) * self.mask
+
+    @torch.no_grad()
+    def prune_weights(self, fraction: float) -> None:
+        """Keep the ``round(fraction * n)`` largest-magnitude of the n weights of the joint pairs
+        still connected (``keep``; ``prune_mask``): the two cuts compose."""
+        pairs = (self.keep.T > 0).expand_as(self.mask)                    # (o, i, v, u)
+        prune_mask(self.mask, self.real_weight().abs(), pairs, fraction)
 
     @torch.no_grad()
     def prune(self, sources: int) -> None:

@@ -491,6 +491,14 @@ class Student(nn.Module):
         for blk in self.blocks:
             blk.graph.prune(sources)
 
+    def prune_weights(self, fraction: float) -> None:
+        """Every on-chip synapse group (conv and graph; not the host encoders or the readout)
+        keeps the ``fraction`` of its weights with the largest magnitudes
+        (``spiking.prune_mask``); energy-aware training's ``energy.synapse_keep``."""
+        for m in self.modules():
+            if isinstance(m, (ConvSynapse, GraphSynapse)):
+                m.prune_weights(fraction)
+
     def _groups(self) -> list[_Group]:
         gs = list(self.ssc_groups.values())
         if not self.cfg.chain:
