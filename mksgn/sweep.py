@@ -1,8 +1,8 @@
 """``mksgn sweep``: a family of energy-penalised students and their accuracy-energy frontier.
 
 For every energy weight (``W``; ``W:K`` also prunes each graph synapse to K source joints per
-joint, ``energy.graph_keep``; ``W:K:F`` or ``W::F`` keeps the fraction F of every synapse group's
-weights, ``energy.synapse_keep``): train a student (``energy.mode`` / ``energy.weight`` set on
+joint, ``energy.graph_keep``; ``W:K:F`` or ``W::F`` keeps the fraction F of the weights of every
+conv and graph synapse group, ``energy.synapse_keep``): train a student (``energy.mode`` / ``energy.weight`` set on
 the given config, optionally fine-tuned from ``--init``, distilled from ``--teacher`` as the
 config says), convert its last epoch, run it on the fast engine over the whole test split,
 and price it with ``mksgn energy``. Each point is a normal run directory
@@ -258,10 +258,11 @@ def _weights(text: str) -> list[Spec]:
     if not pts:
         raise click.BadParameter(f"{text!r}: expected comma-separated weights, e.g. 0,0.5,1,2",
                                  param_hint="--weights")
+    # by weight, then unpruned first, then the deeper cut first (smaller K, smaller F)
     return sorted(dict.fromkeys(pts), key=lambda p: (p.weight, p.graph_keep is not None,
                                                      p.graph_keep or 0,
                                                      p.synapse_keep is not None,
-                                                     -(p.synapse_keep or 0)))
+                                                     p.synapse_keep or 0))
 
 
 @click.command()
@@ -277,7 +278,8 @@ def _weights(text: str) -> list[Spec]:
 @click.option("--weights", default="0,0.5,1,2", show_default=True,
               help="Energy weights, comma-separated (0: the unpenalised control); W:K also "
                    "prunes every graph synapse to K source joints per joint, W:K:F (or W::F) "
-                   "keeps the fraction F of every synapse group's weights.")
+                   "keeps the fraction F of each conv and graph synapse group's "
+                   "weights.")
 @click.option("--mode", type=click.Choice(["energy", "rate"]), default="energy",
               show_default=True, help="energy: estimated energy per sample on --train-profile; "
                                       "rate: mean firing rate above energy.target_rate.")

@@ -195,8 +195,10 @@ def test_weight_pruning_keeps_the_largest_weights_and_cuts_the_counted_fanout():
     graph = model.blocks[0].graph
     w_tcn = tcn.weight.detach().abs().clone()
     w_graph = graph.real_weight().detach().abs().clone()
-    pairs = (graph.keep.T > 0).expand_as(graph.mask)
+    pairs = (graph.keep.T > 0).expand_as(w_graph)
     before = model.to_network()
+    assert tcn.mask is None and graph.mask is None      # unpruned: no mask, none saved
+    assert not any(k.endswith(".mask") for k in model.state_dict())
     model.prune_weights(0.3)
     # conv: exactly round(0.3 n) weights kept, and no dropped weight outweighs a kept one
     m = tcn.mask
@@ -233,9 +235,12 @@ def test_weight_pruning_keeps_the_largest_weights_and_cuts_the_counted_fanout():
     state = {k: t for k, t in model.state_dict().items() if not k.endswith(".mask")}
     fresh, _ = tiny("static-attention", seed=1)
     fresh.load_state_dict(state)                         # a checkpoint from before this cut
-    assert all(bool(b.tcn.mask.all()) and bool(b.graph.mask.all()) for b in fresh.blocks)
+    assert all(b.tcn.mask is None and b.graph.mask is None for b in fresh.blocks)
     fresh.load_state_dict(model.state_dict())            # and one after it
     assert torch.equal(fresh.blocks[0].tcn.mask, tcn.mask)
+    assert torch.equal(fresh.blocks[0].graph.real_weight(), graph.real_weight())
+    fresh.load_state_dict(state)                         # an unpruned one drops the masks again
+    assert fresh.blocks[0].tcn.mask is None
 
 
 def test_synapse_keep_schedule_and_config_errors():

@@ -35,7 +35,7 @@ def swept(tmp_path_factory):
         assert res.exit_code == 0, res.output
     args = ["sweep", "--config", str(root / "student.yaml"), "--data", str(root / "prep"),
             "--teacher", str(root / "teacher"), "--init", str(root / "student"),
-            "--weights", "2,0,2:3:0.5", "--set", "optim.epochs=1", "--profile", "loihi",
+            "--weights", "2,0,2:3,0:3:0.5", "--set", "optim.epochs=1", "--profile", "loihi",
             "--profile", "cmos45nm_fp32", "--out", str(root / "sweep")]
     res = r.invoke(main, args)
     assert res.exit_code == 0, res.output
@@ -45,7 +45,7 @@ def swept(tmp_path_factory):
 def test_every_point_is_a_measured_run(swept):
     root, _, _ = swept
     fr = json.loads((root / "sweep" / "frontier.json").read_text())
-    assert [p["label"] for p in fr["points"]] == ["init", "w0", "w2", "w2k3s0.5"]
+    assert [p["label"] for p in fr["points"]] == ["init", "w0", "w0k3s0.5", "w2", "w2k3"]
     assert fr["train_profile"] == "loihi" and fr["profiles"] == ["loihi", "cmos45nm_fp32"]
     for p in fr["points"]:
         d = root / "sweep" / p["label"]
@@ -76,7 +76,7 @@ def test_every_point_is_a_measured_run(swept):
 
 
 def test_a_pruned_point_keeps_k_source_joints_and_half_the_weights(swept):
-    """w2k3s0.5: trained with energy.graph_keep=3 and synapse_keep=0.5; its converted network
+    """w0k3s0.5: trained with energy.graph_keep=3 and synapse_keep=0.5; its converted network
     (what the engine ran and the energy stage counted) has at most 3 source joints per
     destination joint, and at most half the weights of every synapse group (of the connected
     joint pairs for a graph)."""
@@ -84,9 +84,9 @@ def test_a_pruned_point_keeps_k_source_joints_and_half_the_weights(swept):
 
     from mksgn import netgraph
     root, _, _ = swept
-    d = root / "sweep" / "w2k3s0.5"
+    d = root / "sweep" / "w0k3s0.5"
     cfg = yaml.safe_load((d / "student" / "config.yaml").read_text())
-    assert cfg["energy"]["graph_keep"] == 3 and cfg["energy"]["weight"] == 2.0
+    assert cfg["energy"]["graph_keep"] == 3 and cfg["energy"]["weight"] == 0.0
     assert cfg["energy"]["synapse_keep"] == 0.5
     net = netgraph.load(d / "convert" / "model.net")
     graphs = [s for s in net.synapses if s.kind == "graph"]
@@ -102,8 +102,11 @@ def test_a_pruned_point_keeps_k_source_joints_and_half_the_weights(swept):
         assert np.count_nonzero(w) <= round(0.5 * w.size)
     fr = json.loads((root / "sweep" / "frontier.json").read_text())
     pts = {p["label"]: p for p in fr["points"]}
-    assert pts["w2k3s0.5"]["graph_keep"] == 3 and pts["w2"]["graph_keep"] is None
-    assert pts["w2k3s0.5"]["synapse_keep"] == 0.5 and pts["w2"]["synapse_keep"] is None
+    assert pts["w0k3s0.5"]["graph_keep"] == 3 and pts["w2"]["graph_keep"] is None
+    assert pts["w0k3s0.5"]["synapse_keep"] == 0.5 and pts["w2k3"]["synapse_keep"] is None
+    net = netgraph.load(root / "sweep" / "w2k3" / "convert" / "model.net")   # K alone
+    for syn in (s for s in net.synapses if s.kind == "graph"):
+        assert (np.asarray(syn.weight) != 0).any(axis=(0, 1)).sum(1).max() <= 3
     assert fr["baseline"] == "w0"
 
 
@@ -130,7 +133,7 @@ def test_rerun_reuses_every_finished_stage(swept):
     before = net.stat().st_mtime_ns, (root / "sweep" / "w2" / "student" / "last.pt").stat().st_mtime_ns
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
-    assert res.output.count("done earlier") == 12         # 4 points x convert/engine/energy
+    assert res.output.count("done earlier") == 15         # 5 points x convert/engine/energy
     after = net.stat().st_mtime_ns, (root / "sweep" / "w2" / "student" / "last.pt").stat().st_mtime_ns
     assert after == before
 
@@ -144,12 +147,12 @@ def test_bad_weights_are_one_line_errors(tmp_path):
     assert "Traceback" not in res.stderr
 
 
-def test_weights_parse_w_and_w_colon_k():
+def test_weights_parse_w_k_and_f():
     import click
 
     from mksgn.sweep import Spec, _weights
     assert _weights(" 5:4, 0,2,0:4,2,0:4:0.5,0::0.3,0::1") == [
-        Spec(0.0), Spec(0.0, None, 1.0), Spec(0.0, None, 0.3), Spec(0.0, 4),
+        Spec(0.0), Spec(0.0, None, 0.3), Spec(0.0, None, 1.0), Spec(0.0, 4),
         Spec(0.0, 4, 0.5), Spec(2.0), Spec(5.0, 4)]
     assert [s.label for s in _weights("0:4:0.5,0::0.3,2:3")] == ["w0s0.3", "w0k4s0.5", "w2k3"]
     for bad in ("5:", "2:0", "1:2.5", "-1", "inf", "a:3", ",", "0:4:", "0::0", "0::1.5",

@@ -152,3 +152,31 @@ def test_resume_exact_with_the_real_dataset(tmp_path):
     train(cfg, tmp_path / "b", progress=False, stop_after=1)
     resumed = train(cfg, tmp_path / "b", progress=False, resume=True)
     assert _stable(resumed.metrics) == _stable(full.metrics)
+
+
+@pytest.mark.slow
+def test_pruning_follows_its_schedule_and_resumes_exactly(tmp_path, teacher_run):
+    """energy.graph_keep and synapse_keep through the loop: the cut made by each epoch is the
+    schedule's, and stopping and resuming ends with the unbroken run's masks and weights."""
+    torch.set_num_threads(1)
+    cfg = tiny_student_config(teacher=str(teacher_run))
+    cfg.energy.graph_keep, cfg.energy.synapse_keep = 10, 0.5
+    full = train(cfg, tmp_path / "full", datasets=_data(), progress=False)
+    train(cfg, tmp_path / "part", datasets=_data(), progress=False, stop_after=1)
+    first, _ = load_model(tmp_path / "part" / "last.pt")
+    fractions = [cfg.energy.synapse_fraction(e, 4) for e in range(4)]
+    assert fractions == [0.75, 0.5, 0.5, 0.5]
+    last, _ = load_model(tmp_path / "full" / "last.pt")
+    for model, frac, sources in ((first, 0.75, 15), (last, 0.5, 10)):
+        for blk in model.blocks:
+            assert blk.tcn.mask.sum() == round(frac * blk.tcn.mask.numel())
+            pairs = (blk.graph.keep.T > 0).expand_as(blk.graph.mask)
+            assert (blk.graph.keep.sum(0) == sources).all()      # per destination joint
+            assert blk.graph.mask.sum() == round(frac * int(pairs.sum()))
+            assert not (blk.graph.mask & ~pairs).any()
+    resumed = train(cfg, tmp_path / "part", datasets=_data(), progress=False, resume=True)
+    assert _stable(resumed.metrics) == _stable(full.metrics)
+    a = load_checkpoint(tmp_path / "full" / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "part" / "last.pt")["model"]
+    assert any(k.endswith(".mask") for k in a) and a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -35,9 +35,9 @@ half of the run and held for the second, so the remaining weights re-learn aroun
 fan-outs drop by about V / K, and ``refresh`` recounts them exactly. It combines with either mode
 or none.
 
-``synapse_keep: f`` is the unstructured cut: every on-chip synapse group (the temporal and
-residual convs, the fusion, the graph pairs still connected) keeps the fraction f of its weights
-with the largest magnitudes (``Student.prune_weights``), on the same schedule (1 -> f over the
+``synapse_keep: f`` is the unstructured cut: every conv and graph synapse group (temporal and
+residual convs, fusion, spiking-attention q/k/x, the graph pairs still connected; not the
+readout) keeps the fraction f of its weights with the largest magnitudes (``Student.prune_weights``), on the same schedule (1 -> f over the
 first half). After ``graph_keep`` the temporal convs carry about half of the synaptic events; this
 cuts them and thins the kept graph pairs.
 """
@@ -115,7 +115,8 @@ class EnergyConfig:
                                             or self.graph_keep < 1):
             raise ValueError(f"energy.graph_keep must be a whole number >= 1 (joints), "
                              f"got {self.graph_keep!r}")
-        if self.synapse_keep is not None and not 0 < self.synapse_keep <= 1:
+        if self.synapse_keep is not None and (isinstance(self.synapse_keep, bool)
+                                              or not 0 < self.synapse_keep <= 1):
             raise ValueError(f"energy.synapse_keep must be a fraction in (0, 1], "
                              f"got {self.synapse_keep!r}")
         if self.mode == "energy":

@@ -301,8 +301,8 @@ def prune_mask(mask: torch.Tensor, magnitude: torch.Tensor, eligible: torch.Tens
                fraction: float) -> None:
     """Magnitude pruning of one synapse group, in place on its boolean weight ``mask``.
 
-    Keeps the ``round(fraction * eligible.sum())`` (at least 1) entries of largest ``magnitude``
-    among those still set and eligible, clears the rest; an entry once cleared is never set
+    Keeps the ``round(fraction * eligible.sum())`` (at least 1 while any is left) entries of
+    largest ``magnitude`` among those still set and eligible, clears the rest; an entry once cleared is never set
     again (a later, larger fraction keeps what is left). Every cleared entry is a zero weight:
     a synapse the converted network does not have, so each spike's fan-out (``mksgn.opcount``)
     loses it.
@@ -317,10 +317,36 @@ def prune_mask(mask: torch.Tensor, magnitude: torch.Tensor, eligible: torch.Tens
     mask.copy_(kept.view_as(mask))
 
 
-class ConvSynapse(nn.Module):
+class _Pruned(nn.Module):
+    """A synapse group's weight mask (``prune_mask``): ``None``, every weight kept, until the
+    first cut; only then a boolean buffer of the real weight's shape, saved in checkpoints. A
+    checkpoint without one loads as unpruned."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("mask", None)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        saved = state_dict.get(prefix + "mask")
+        device = next(self.parameters()).device
+        self.mask = None if saved is None else torch.zeros(saved.shape, dtype=torch.bool,
+                                                             device=device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _masked(self, w: torch.Tensor) -> torch.Tensor:
+        return w if self.mask is None else w * self.mask
+
+    def _prune(self, magnitude: torch.Tensor, eligible: torch.Tensor, fraction: float) -> None:
+        if self.mask is None:
+            self.mask = torch.ones(magnitude.shape, dtype=torch.bool, device=magnitude.device)
+        prune_mask(self.mask, magnitude, eligible, fraction)
+
+
+class ConvSynapse(_Pruned):
     """A ``conv`` synapse group: 2-D convolution over (T, V) at every step, 8-bit weights.
 
-    weight: real (C_out, C_in, k_t, k_v). ``delay`` is set by the owner once depths are known.
+    weight: real (C_out, C_in, k_t, k_v), times ``mask`` once pruned (``prune_weights``).
+    ``delay`` is set by the owner once depths are known.
     weight_exp: the group's weight exponent; None chooses it from the weights' range
     (``quant.quantize_weight``).
     """
@@ -334,22 +360,17 @@ class ConvSynapse(nn.Module):
         self.weight = nn.Parameter(torch.empty(c_out, c_in, *kernel))
         fan_in = c_in * kernel[0] * kernel[1]
         nn.init.normal_(self.weight, 0.0, gain / fan_in ** 0.5)
-        self.register_buffer("mask", torch.ones_like(self.weight, dtype=torch.bool))
         self.delay = 0
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # checkpoints from before weight pruning existed keep every weight
-        state_dict.setdefault(prefix + "mask", torch.ones_like(self.mask))
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
     def real_weight(self, scale: torch.Tensor | None = None) -> torch.Tensor:
-        w = self.weight * self.mask
+        w = self._masked(self.weight)
         return w if scale is None else w * scale
 
     @torch.no_grad()
     def prune_weights(self, fraction: float) -> None:
         """Keep the ``round(fraction * n)`` largest-magnitude of the n weights (``prune_mask``)."""
-        prune_mask(self.mask, self.weight.abs(), torch.ones_like(self.mask), fraction)
+        w = self.weight.abs()
+        self._prune(w, torch.ones_like(w, dtype=torch.bool), fraction)
 
     def quantized(self, scale: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
         return quant.quantize_weight(self.real_weight(scale), self.weight_exp)
@@ -375,14 +396,14 @@ class ConvSynapse(nn.Module):
                        padding=self.padding)
 
 
-class GraphSynapse(nn.Module):
+class GraphSynapse(_Pruned):
     """A ``graph`` synapse group: spatial graph convolution over joints, the same at every frame.
 
-    Real weight ``w[o, i, v, u] = sum_k W[k, o, i] * (A[k] + B[k])[u, v] * keep[u, v]`` with A
-    the layout's partitions (3, V, V) (plus, with ``static_attention``, a global all-to-all
-    partition ``1/V``), B learned adjacency offsets (zero at init, 2s-AGCN's "B"), W learned
-    channel mixing and ``keep`` the joint pairs still connected (all at init; ``prune``). The
-    whole (C_out, C_in, V, V) tensor is quantised with one exponent (``weight_exp``; None: chosen
+    Real weight ``w[o, i, v, u] = sum_k W[k, o, i] * (A[k] + B[k])[u, v] * keep[u, v]`` (times
+    ``mask[o, i, v, u]`` once its weights are pruned, ``prune_weights``) with A the layout's
+    partitions (3, V, V) (plus, with ``static_attention``, a global all-to-all partition
+    ``1/V``), B learned adjacency offsets (zero at init, 2s-AGCN's "B"), W learned channel
+    mixing and ``keep`` the joint pairs still connected (all at init; ``prune``). The whole (C_out, C_in, V, V) tensor is quantised with one exponent (``weight_exp``; None: chosen
     from the weights' range).
     """
 
@@ -401,24 +422,23 @@ class GraphSynapse(nn.Module):
         self.W = nn.Parameter(torch.empty(k, c_out, c_in))
         nn.init.normal_(self.W, 0.0, gain / (c_in * k) ** 0.5)
         self.register_buffer("keep", torch.ones(v, v))
-        self.register_buffer("mask", torch.ones(c_out, c_in, v, v, dtype=torch.bool))
         self.delay = 0
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # checkpoints from before pruning existed have every joint pair connected, every weight
+        # checkpoints from before pruning existed have every joint pair connected
         state_dict.setdefault(prefix + "keep", torch.ones_like(self.keep))
-        state_dict.setdefault(prefix + "mask", torch.ones_like(self.mask))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def real_weight(self) -> torch.Tensor:
-        return torch.einsum("koi,kuv->oivu", self.W, (self.A + self.B) * self.keep) * self.mask
+        return self._masked(torch.einsum("koi,kuv->oivu", self.W, (self.A + self.B) * self.keep))
 
     @torch.no_grad()
     def prune_weights(self, fraction: float) -> None:
         """Keep the ``round(fraction * n)`` largest-magnitude of the n weights of the joint pairs
         still connected (``keep``; ``prune_mask``): the two cuts compose."""
-        pairs = (self.keep.T > 0).expand_as(self.mask)                    # (o, i, v, u)
-        prune_mask(self.mask, self.real_weight().abs(), pairs, fraction)
+        w = self.real_weight().abs()
+        pairs = (self.keep.T > 0).expand_as(w)                            # (o, i, v, u)
+        self._prune(w, pairs, fraction)
 
     @torch.no_grad()
     def prune(self, sources: int) -> None:
