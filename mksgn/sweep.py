@@ -195,6 +195,7 @@ def _plot(path: Path, fr: Frontier) -> Path:
             ax.scatter([paper["energy_j"] * 1e6], [paper["accuracy"] * 100], marker="D",
                        color="tab:green", zorder=3, label=paper["label"])
         ax.set_xscale("log")
+        ax.tick_params(axis="x", which="minor", labelsize=6)     # 2x10^2, 3x10^2... crowd
         ax.set_xlabel(f"energy per sample (uJ), {prof}")
         ax.set_ylabel("test top-1 (%)")
         ax.grid(alpha=0.3, which="both")
