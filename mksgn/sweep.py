@@ -2,12 +2,12 @@
 
 For every energy weight (``W``; ``W:K`` also prunes each graph synapse to K source joints per
 joint, ``energy.graph_keep``; ``W:K:F`` or ``W::F`` keeps the fraction F of the weights of every
-conv and graph synapse group, ``energy.synapse_keep``): train a student (``energy.mode`` / ``energy.weight`` set on
-the given config, optionally fine-tuned from ``--init``, distilled from ``--teacher`` as the
-config says), convert its last epoch, run it on the fast engine over the whole test split,
-and price it with ``mksgn energy``. Each point is a normal run directory
-``OUT/w<W>[k<K>][s<F>]/`` (student, convert, sim_fast, energy; e.g. ``w0k5s0.5``); a re-run
-reuses finished stages and resumes an unfinished training. The frontier goes to
+conv and graph synapse group, ``energy.synapse_keep``): train a student (``energy.mode`` /
+``energy.weight`` set on the given config, optionally fine-tuned from ``--init``, distilled from
+``--teacher`` as the config says), convert its last epoch, run it on the fast engine over the whole
+test split, and price it with ``mksgn energy``. Each point is a normal run directory
+``OUT/w<W>[k<K>][s<F>]/`` (student, convert, sim_fast, energy; e.g. ``w0k5s0.5``); a re-run reuses
+finished stages and resumes an unfinished training. The frontier goes to
 ``OUT/frontier.{json,csv,png}``: accuracy and energy per sample on each profile, energy per
 *correct* classification, the trained-for estimate beside the measured figure, and which points are
 Pareto-optimal; the teacher (and the paper's MK-SGN point on NW-UCLA) marked.

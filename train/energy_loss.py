@@ -36,10 +36,10 @@ fan-outs drop by about V / K, and ``refresh`` recounts them exactly. It combines
 or none.
 
 ``synapse_keep: f`` is the unstructured cut: every conv and graph synapse group (temporal and
-residual convs, fusion, spiking-attention q/k/x, the graph pairs still connected; not the
-readout) keeps the fraction f of its weights with the largest magnitudes (``Student.prune_weights``), on the same schedule (1 -> f over the
-first half). After ``graph_keep`` the temporal convs carry about half of the synaptic events; this
-cuts them and thins the kept graph pairs.
+residual convs, fusion, spiking-attention q/k/x, the graph pairs still connected; not the readout)
+keeps the fraction f of its weights with the largest magnitudes (``Student.prune_weights``), on the
+same schedule (1 -> f over the first half). After ``graph_keep`` the temporal convs carry about
+half of the synaptic events; this cuts them and thins the kept graph pairs.
 """
 from __future__ import annotations
 

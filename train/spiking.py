@@ -302,10 +302,10 @@ def prune_mask(mask: torch.Tensor, magnitude: torch.Tensor, eligible: torch.Tens
     """Magnitude pruning of one synapse group, in place on its boolean weight ``mask``.
 
     Keeps the ``round(fraction * eligible.sum())`` (at least 1 while any is left) entries of
-    largest ``magnitude`` among those still set and eligible, clears the rest; an entry once cleared is never set
-    again (a later, larger fraction keeps what is left). Every cleared entry is a zero weight:
-    a synapse the converted network does not have, so each spike's fan-out (``mksgn.opcount``)
-    loses it.
+    largest ``magnitude`` among those still set and eligible and clears the rest; an entry once
+    cleared is never set again (a later, larger fraction keeps what is left). Every cleared
+    entry is a zero weight: a synapse the converted network does not have, so each spike's
+    fan-out (``mksgn.opcount``) loses it.
     """
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
@@ -403,7 +403,8 @@ class GraphSynapse(_Pruned):
     ``mask[o, i, v, u]`` once its weights are pruned, ``prune_weights``) with A the layout's
     partitions (3, V, V) (plus, with ``static_attention``, a global all-to-all partition
     ``1/V``), B learned adjacency offsets (zero at init, 2s-AGCN's "B"), W learned channel
-    mixing and ``keep`` the joint pairs still connected (all at init; ``prune``). The whole (C_out, C_in, V, V) tensor is quantised with one exponent (``weight_exp``; None: chosen
+    mixing and ``keep`` the joint pairs still connected (all at init; ``prune``). The whole
+    (C_out, C_in, V, V) tensor is quantised with one exponent (``weight_exp``; None: chosen
     from the weights' range).
     """
 
