@@ -10,7 +10,7 @@ from train_fakes import (FakeSkeletons, build_objective, ddp_grad_worker, global
                          tiny_student_config, tiny_teacher_config)
 
 from mksgn.train.checkpoint import load_checkpoint, load_model
-from mksgn.train.loop import train
+from mksgn.train.loop import close_distributed, train
 
 
 def _data(modalities: int = 2):
@@ -103,6 +103,22 @@ def test_kd_switches_reach_the_loss(tmp_path, teacher_run, soft, ftm):
     cfg.optim.epochs = 1
     row = train(cfg, None, datasets=_data(), progress=False).metrics[0]
     assert ("train_soft" in row) == soft and ("train_ftm" in row) == ftm
+
+
+def test_close_distributed_leaves_the_group(tmp_path):
+    """The CLI leaves its process group before exit (a gloo group left to the exit handlers once
+    aborted a torchrun worker in CI); without a group it does nothing."""
+    import torch.distributed as dist
+    close_distributed()
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'init'}", rank=0,
+                            world_size=1)
+    try:
+        assert dist.is_initialized()
+        close_distributed()
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 @pytest.mark.slow

@@ -56,7 +56,7 @@ def _run(kind: str, config: Path | None, out: Path, data: Path | None, device: s
          sets: tuple[str, ...], resume: bool, stop_after: int | None, no_progress: bool,
          teacher: Path | None = None) -> None:
     from .config import ConfigError
-    from .loop import train as train_loop
+    from .loop import close_distributed, train as train_loop
     overrides = _parse_sets(sets)
     if data is not None:
         overrides["data.prepared"] = str(data)
@@ -71,10 +71,14 @@ def _run(kind: str, config: Path | None, out: Path, data: Path | None, device: s
     cfg = _load(config, overrides)
     if cfg.kind != kind:
         raise click.ClickException(f"{config}: kind is {cfg.kind!r}, but this is `train {kind}`")
+    ok = False
     try:
         res = train_loop(cfg, out, resume=resume, stop_after=stop_after, progress=not no_progress)
+        ok = True
     except (ConfigError, FileNotFoundError, ValueError) as e:
         raise click.ClickException(str(e)) from None
+    finally:
+        close_distributed(ok)
     if res.metrics:
         click.echo(f"best test accuracy {res.best_acc:.4f}; wrote {out}")
 

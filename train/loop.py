@@ -41,8 +41,8 @@ from .config import RunConfig, from_dict, save_config, to_dict
 from .distill import Distiller, freeze
 from .energy_loss import EnergyLoss
 
-__all__ = ["DistInfo", "init_distributed", "resolve_device", "make_datasets", "Objective",
-           "wrap_distributed", "evaluate", "train", "mean_firing_rate", "spike_totals",
+__all__ = ["DistInfo", "init_distributed", "close_distributed", "resolve_device", "make_datasets",
+           "Objective", "wrap_distributed", "evaluate", "train", "mean_firing_rate", "spike_totals",
            "TrainResult"]
 
 # ------------------------------------------------------------------------------------------------
@@ -85,6 +85,16 @@ def init_distributed(device_spec: str = "auto") -> tuple[DistInfo, torch.device]
     if dist.is_initialized():
         info = DistInfo(dist.get_rank(), dist.get_world_size(), info.local_rank)
     return info, device
+
+
+def close_distributed(ok: bool = True) -> None:
+    """Leave the process group before the interpreter exits (a gloo group left to the exit
+    handlers can abort a process with "terminate called without an active exception").
+    ok: all processes got here normally, so wait for each other first."""
+    if dist.is_initialized():
+        if ok:
+            dist.barrier()
+        dist.destroy_process_group()
 
 
 def _all_reduce(values: list[float], info: DistInfo, device: torch.device) -> list[float]:
