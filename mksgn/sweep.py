@@ -2,12 +2,13 @@
 
 For every energy weight (``W``; ``W:K`` also prunes each graph synapse to K source joints per
 joint, ``energy.graph_keep``; ``W:K:F`` or ``W::F`` keeps the fraction F of the weights of every
-conv and graph synapse group, ``energy.synapse_keep``): train a student (``energy.mode`` /
-``energy.weight`` set on the given config, optionally fine-tuned from ``--init``, distilled from
-``--teacher`` as the config says), convert its last epoch, run it on the fast engine over the whole
-test split, and price it with ``mksgn energy``. Each point is a normal run directory
-``OUT/w<W>[k<K>][s<F>]/`` (student, convert, sim_fast, energy; e.g. ``w0k5s0.5``); a re-run reuses
-finished stages and resumes an unfinished training. The frontier goes to
+conv and graph synapse group, ``energy.synapse_keep``; ``W:K:Fe`` keeps the fraction F of their
+synaptic events instead, cut where weights cost the most, ``energy.synapse_keep_by: energy``):
+train a student (``energy.mode`` / ``energy.weight`` set on the given config, optionally
+fine-tuned from ``--init``, distilled from ``--teacher`` as the config says), convert its last
+epoch, run it on the fast engine over the whole test split, and price it with ``mksgn energy``. Each point is a normal run directory
+``OUT/w<W>[k<K>][s<F>[e]]/`` (student, convert, sim_fast, energy; e.g. ``w0k5s0.5``); a re-run
+reuses finished stages and resumes an unfinished training. The frontier goes to
 ``OUT/frontier.{json,csv,png}``: accuracy and energy per sample on each profile, energy per
 *correct* classification, the trained-for estimate beside the measured figure, and which points are
 Pareto-optimal; the teacher (and the paper's MK-SGN point on NW-UCLA) marked.
@@ -55,6 +56,7 @@ class SweepPoint:
     pareto: dict[str, bool] = field(default_factory=dict)
     graph_keep: int | None = None                # source joints per graph destination (None: all)
     synapse_keep: float | None = None            # fraction of weights kept (None: all)
+    synapse_keep_by: str | None = None           # "count" (of weights) or "energy" (of events)
 
 
 @dataclass
@@ -81,15 +83,25 @@ def _pareto(points: list[SweepPoint], profile: str) -> None:
 
 @dataclass(frozen=True)
 class Spec:
-    """One point of ``--weights``: energy weight, graph sources kept, fraction of weights kept."""
+    """One point of ``--weights``: energy weight, graph sources kept, fraction of weights (or,
+    ``by_energy``, of synaptic events) kept."""
     weight: float
     graph_keep: int | None = None
     synapse_keep: float | None = None
+    by_energy: bool = False
+
+    @property
+    def keep_by(self) -> str | None:
+        """``energy.synapse_keep_by`` of the point (None: no weight cut)."""
+        if self.synapse_keep is None:
+            return None
+        return "energy" if self.by_energy else "count"
 
     @property
     def label(self) -> str:
         return (f"w{self.weight:g}" + ("" if self.graph_keep is None else f"k{self.graph_keep}")
-                + ("" if self.synapse_keep is None else f"s{self.synapse_keep:g}"))
+                + ("" if self.synapse_keep is None else f"s{self.synapse_keep:g}")
+                + ("e" if self.by_energy else ""))
 
 
 def _finished_epochs(run: Path) -> int:
@@ -126,7 +138,8 @@ def _point(label: str, weight: float | None, run: Path, sim: Path, energy: Path,
                                             for k, v in e.items()},
                       spike_energy_j=spike, trained_for_j=trained,
                       graph_keep=spec.graph_keep if spec else None,
-                      synapse_keep=spec.synapse_keep if spec else None)
+                      synapse_keep=spec.synapse_keep if spec else None,
+                      synapse_keep_by=spec.keep_by if spec else None)
 
 
 def _teacher(teacher: Path | None, energy: Path) -> tuple[dict, dict]:
@@ -148,8 +161,8 @@ def write_frontier(out: Path, fr: Frontier) -> list[Path]:
     """OUT/frontier.json, frontier.csv and frontier.png (one panel per profile)."""
     atomic_write_json(out / "frontier.json", asdict(fr))
     buf = io.StringIO()
-    cols = ["label", "weight", "graph_keep", "synapse_keep", "accuracy", "accuracy_delta",
-            "correct", "samples", "firing_rate"]
+    cols = ["label", "weight", "graph_keep", "synapse_keep", "synapse_keep_by", "accuracy",
+            "accuracy_delta", "correct", "samples", "firing_rate"]
     for p in fr.profiles:
         cols += [f"energy_j_{p}", f"energy_ratio_{p}", f"energy_per_correct_j_{p}", f"pareto_{p}"]
     cols += ["spike_energy_j", "trained_for_j", "run"]
@@ -157,8 +170,9 @@ def write_frontier(out: Path, fr: Frontier) -> list[Path]:
     w.writeheader()
     for pt in fr.points:
         row = {k: getattr(pt, k) for k in ("label", "weight", "graph_keep", "synapse_keep",
-                                             "accuracy", "accuracy_delta", "correct", "samples",
-                                             "firing_rate", "spike_energy_j", "trained_for_j",
+                                             "synapse_keep_by", "accuracy", "accuracy_delta",
+                                             "correct", "samples", "firing_rate",
+                                             "spike_energy_j", "trained_for_j",
                                              "run")}
         for p in fr.profiles:
             row.update({f"energy_j_{p}": pt.energy_j.get(p),
@@ -233,8 +247,9 @@ def _num(x: float | None, scale: float, fmt: str) -> str:
 
 
 def _weights(text: str) -> list[Spec]:
-    """``0,2,5:4,0:5:0.5,0::0.3`` -> one ``Spec`` each: an energy weight, optionally ':K' graph
-    source joints kept and ':F' the fraction of weights kept."""
+    """``0,2,5:4,0:5:0.5,0::0.3,0::0.3e`` -> one ``Spec`` each: an energy weight, optionally
+    ':K' graph source joints kept and ':F' the fraction of weights kept (':Fe': of synaptic
+    events)."""
     pts = []
     for item in (t.strip() for t in text.split(",")):
         if not item:
@@ -244,8 +259,10 @@ def _weights(text: str) -> list[Spec]:
             if len(parts) > 3 or (len(parts) == 2 and not parts[1]) \
                     or (len(parts) == 3 and not parts[2]):
                 raise ValueError(item)
+            f = parts[2] if len(parts) == 3 else None
+            by_energy = f is not None and f.endswith("e")
             pt = Spec(float(parts[0]), int(parts[1]) if len(parts) > 1 and parts[1] else None,
-                      float(parts[2]) if len(parts) == 3 else None)
+                      float(f[:-1] if by_energy else f) if f is not None else None, by_energy)
         except ValueError:
             pt = Spec(-1.0)                                            # reported below
         if pt.weight < 0 or not math.isfinite(pt.weight) \
@@ -253,8 +270,8 @@ def _weights(text: str) -> list[Spec]:
                 or (pt.synapse_keep is not None and not 0 < pt.synapse_keep <= 1):
             raise click.BadParameter(
                 f"{item!r} in {text!r}: expected a non-negative weight, optionally with ':K' "
-                f"source joints (K >= 1) and ':F' kept weights (0 < F <= 1), e.g. 0,2,5:4,0:5:0.5,"
-                f"0::0.3", param_hint="--weights")
+                f"source joints (K >= 1) and ':F' kept weights (0 < F <= 1; 'Fe': kept events), "
+                f"e.g. 0,2,5:4,0:5:0.5,0::0.3,0::0.3e", param_hint="--weights")
         pts.append(pt)
     if not pts:
         raise click.BadParameter(f"{text!r}: expected comma-separated weights, e.g. 0,0.5,1,2",
@@ -263,7 +280,7 @@ def _weights(text: str) -> list[Spec]:
     return sorted(dict.fromkeys(pts), key=lambda p: (p.weight, p.graph_keep is not None,
                                                      p.graph_keep or 0,
                                                      p.synapse_keep is not None,
-                                                     p.synapse_keep or 0))
+                                                     p.synapse_keep or 0, p.by_energy))
 
 
 @click.command()
@@ -280,7 +297,7 @@ def _weights(text: str) -> list[Spec]:
               help="Energy weights, comma-separated (0: the unpenalised control); W:K also "
                    "prunes every graph synapse to K source joints per joint, W:K:F (or W::F) "
                    "keeps the fraction F of each conv and graph synapse group's "
-                   "weights.")
+                   "weights, W:K:Fe the fraction F of their synaptic events.")
 @click.option("--mode", type=click.Choice(["energy", "rate"]), default="energy",
               show_default=True, help="energy: estimated energy per sample on --train-profile; "
                                       "rate: mean firing rate above energy.target_rate.")
@@ -361,7 +378,8 @@ def sweep(config: Path, data: Path, teacher: Path | None, init: Path | None, wei
         if spec.graph_keep is not None:
             over.append(f"energy.graph_keep={spec.graph_keep}")
         if spec.synapse_keep is not None:
-            over.append(f"energy.synapse_keep={spec.synapse_keep}")
+            over += [f"energy.synapse_keep={spec.synapse_keep}",
+                     f"energy.synapse_keep_by={spec.keep_by}"]
         if init is not None:
             over.append(f"init={init}")
         args = ["train", "student", "--config", str(config), "--data", str(data), *teacher_args,

@@ -10,7 +10,8 @@ from mksgn.data.layouts import get_layout
 from mksgn.hw_profiles import energy as E
 from mksgn.profiles import load_profile
 from mksgn.train.config import ConfigError, from_dict
-from mksgn.train.energy_loss import EnergyConfig, EnergyLoss
+from mksgn.train.energy_loss import EnergyConfig, EnergyLoss, probe_batch, synapse_loads
+from mksgn.train.spiking import ConvSynapse, GraphSynapse, SynapseLoad, prune_by_cost
 from mksgn.train.student import StudentConfig, build_student, fold_persons
 
 engine = pytest.importorskip("mksgn.deploy.engine")
@@ -255,3 +256,157 @@ def test_synapse_keep_schedule_and_config_errors():
             from_dict({"kind": "student", "model": {}, "energy": {"synapse_keep": bad}})
     with pytest.raises(ConfigError, match="only student runs"):
         from_dict({"kind": "teacher", "energy": {"synapse_keep": 0.5}})
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_synapses_are_the_prunable_groups_named_as_exported(name):
+    """Student.synapses(): every conv and graph synapse group once, with the name, source and
+    destination of its synapse in to_network() (all of them but the readout's)."""
+    model, _ = tiny(name)
+    mods = [m for m in model.modules() if isinstance(m, (ConvSynapse, GraphSynapse))]
+    syns = model.synapses()
+    assert sorted(map(id, mods)) == sorted(id(m) for _, m, _, _ in syns)
+    net = model.to_network()
+    assert [(s.name, s.src, s.dst) for s in net.synapses if s.dst != net.readout] == \
+        [(n, s, d) for n, _, s, d in syns]
+    if name == "spiking-attention":                      # the wiring, written out once
+        block = [("graph", "{i}", "sgc"), ("q", "{i}", "q"), ("k", "{i}", "k"),
+                 ("x", "{i}", "x"), ("tcn", "sgc", "stc"), ("residual", "{i}", "stc")]
+        want = [(f"smf/{m}", f"ssc_{m}", "smf") for m in model.cfg.modalities]
+        for b, src in (("b1", "smf"), ("b2", "b1_stc")):
+            want += [(f"{b}/{n}", src if s == "{i}" else f"{b}_{s}", f"{b}_{d}")
+                     for n, s, d in block]
+        assert [(n, s, d) for n, _, s, d in syns] == want
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_synapse_loads_are_the_energy_reports_events(name):
+    """synapse_loads' events summed over a group's inputs are exactly `mksgn energy`'s synaptic
+    event count (attention operands aside) on the fast engine's spikes; its synapses are the
+    converted network's non-zero weights."""
+    model, x = tiny(name)
+    loads = synapse_loads(model, x)
+    assert model.training                                # left as it was
+    model.eval()
+    net = model.to_network()
+    xs = fold_persons(x)
+    res = engine.run(net, {m: xs[:, k] for k, m in enumerate(model.cfg.modalities)}, device="cpu")
+    counts = {g: s.sum(dim=(0, 1)).numpy().astype(np.int64) for g, s in res.spikes.items()}
+    act = E.Activity(counts=counts, samples=len(x), num_steps=net.num_steps)
+    layers = {lc.name: lc for lc in E.count_student(net, act)}
+    into: dict[str, float] = {}
+    for n, _, _, dst in model.synapses():
+        into[dst] = into.get(dst, 0.0) + loads[n].events * len(x)
+    assert sum(into.values()) > 0 and len({ld.events for ld in loads.values()}) > 2
+    for dst, ev in into.items():
+        assert ev == int(ev)
+        assert int(ev) == round((layers[dst].synops - layers[dst].attention_synops) * len(x)), dst
+    for syn in net.synapses:
+        if syn.name in loads:
+            assert loads[syn.name].synapses == np.count_nonzero(syn.weight)
+
+
+def test_probe_spreads_over_the_split_without_using_a_draw():
+    """The probe takes samples spread over the split (every class of a sorted split) and reads
+    them without consuming a training draw."""
+    from train_fakes import FakeSkeletons
+    ds = FakeSkeletons(40, 4, 8, 2, train=True, seed=0)
+    x = probe_batch(ds, 5)
+    assert torch.equal(x, torch.stack([ds[i][0] for i in (0, 10, 20, 29, 39)]))
+    assert len(probe_batch(ds, 100)) == 40
+
+
+def _conv_pair():
+    torch.manual_seed(0)
+    a, b = ConvSynapse(6, 5), ConvSynapse(6, 5)
+    with torch.no_grad():
+        b.weight.copy_(a.weight)
+    return a, b
+
+
+def test_prune_by_cost_cuts_where_weights_cost_most():
+    """Two groups with the same weights, one 10x as costly per weight: the costly one loses
+    more; kept weights carry at most the fraction of the events, each group keeps its largest,
+    and no dropped weight is worth more per cost than a kept one (one threshold)."""
+    cheap, dear = _conv_pair()
+    n = cheap.weight.numel()
+    w = cheap.weight.detach().abs().double()
+    prune_by_cost([(cheap, SynapseLoad(1.0 * n, n)), (dear, SynapseLoad(10.0 * n, n))], 0.4,
+                  power=1.0)
+    kc, kd = cheap.mask, dear.mask
+    assert kd.sum() < round(0.4 * n) < kc.sum()
+    spent = float(kc.sum() + 10 * kd.sum())
+    assert spent <= 0.4 * 11 * n < spent + 10
+    for m in (kc, kd):
+        assert w[~m].max() <= w[m].min()
+    worth = w.pow(2) / w.pow(2).mean()
+    kept = torch.cat([worth[kc], worth[kd] / 10])
+    dropped = torch.cat([worth[~kc], worth[~kd] / 10])
+    assert dropped.max() <= kept.min() * (1 + 1e-6)      # ranked in float32
+    before = (kc.clone(), kd.clone())
+    c, d = int(kc.sum()), int(kd.sum())
+    # the same costs per synapse, a larger fraction: what is left stays, nothing regrows
+    prune_by_cost([(cheap, SynapseLoad(1.0 * c, c)), (dear, SynapseLoad(10.0 * d, d))], 0.9,
+                  power=1.0)
+    assert torch.equal(cheap.mask, before[0]) and torch.equal(dear.mask, before[1])
+    prune_by_cost([(cheap, SynapseLoad(1.0 * c, c)), (dear, SynapseLoad(1e9, d))], 0.01)
+    assert int(dear.mask.sum()) == 1 and not (dear.mask & ~before[1]).any()   # at least one
+    free, other = _conv_pair()
+    prune_by_cost([(free, SynapseLoad(0.0, n)), (other, SynapseLoad(1.0 * n, n))], 0.5)
+    assert free.mask.all() and int(other.mask.sum()) == round(0.5 * n)   # silent: free
+    half, _ = _conv_pair()                       # half the weights quantise to zero: the
+    prune_by_cost([(half, SynapseLoad(1.0 * n / 2, n // 2))], 0.4)       # kept synapses carry
+    assert int(half.mask.sum()) == round(0.4 * n / 2)                     # 40% of the events
+    flat, _ = _conv_pair()                       # power 0: the events set only the budget
+    prune_by_cost([(flat, SynapseLoad(1.0 * n, n))], 0.2, power=0.0)
+    assert int(flat.mask.sum()) == 6 and w[~flat.mask].max() <= w[flat.mask].min()
+    for bad in (0, 1.5):
+        with pytest.raises(ValueError, match="fraction"):
+            prune_by_cost([(free, SynapseLoad(1.0, 1))], bad)
+    with pytest.raises(ValueError, match="power"):
+        prune_by_cost([(free, SynapseLoad(1.0, 1))], 0.5, power=2.0)
+    with pytest.raises(ValueError, match="load"):
+        prune_by_cost([(free, SynapseLoad(-1.0, 1))], 0.5)
+
+
+def test_student_prunes_by_cost_on_all_groups():
+    """Through the student: the groups together keep at most the fraction of their events (at
+    each group's events per synapse), and one threshold on worth / cost ** 0.5 (the default
+    power) splits kept from cut over all groups."""
+    model, x = tiny("spiking-attention")
+    with torch.no_grad():
+        for blk in model.blocks:                         # a trained graph is dense
+            blk.graph.B.normal_(0.0, 0.1)
+    loads = synapse_loads(model, x)
+    with pytest.raises(KeyError, match="no synaptic load"):
+        model.prune_weights(0.5, {k: v for k, v in list(loads.items())[1:]})
+    mods = {n: m for n, m, _, _ in model.synapses()}
+    sal = {n: m.saliency() for n, m in mods.items()}
+    per = {n: loads[n].events / loads[n].synapses for n in mods}
+    score = {n: (w.double() ** 2 / (w.double()[e] ** 2).mean() / per[n] ** 0.5, e)
+             for n, (w, e) in sal.items()}
+    model.prune_weights(0.5, loads)
+    kept = {n: int(m.mask.sum()) for n, m in mods.items()}
+    assert sum(per[n] * kept[n] for n in mods) <= 0.5 * sum(ld.events for ld in loads.values())
+    assert len({round(kept[n] / int(sal[n][1].sum()), 2) for n in mods}) > 3   # shares differ
+    lo = min(float(sc[mods[n].mask].min()) for n, (sc, _) in score.items())
+    hi = max(float(sc[e & ~mods[n].mask].max()) for n, (sc, e) in score.items()
+             if (e & ~mods[n].mask).any())
+    assert hi <= lo * (1 + 1e-6)                          # ranked in float32
+
+
+def test_energy_aware_config_and_its_schedule():
+    """The cut is made only where the schedule lowers the fraction; keep_by: energy needs a
+    fraction; cost_power is in [0, 1]."""
+    cfg = EnergyConfig(synapse_keep=0.5, synapse_keep_by="energy")
+    assert [cfg.synapse_cut(e, 4) for e in range(4)] == [0.75, 0.5, None, None]
+    assert EnergyConfig().synapse_cut(0, 4) is None
+    assert from_dict({"kind": "student", "model": {}, "energy": {
+        "synapse_keep": 0.5, "synapse_keep_by": "energy"}}).energy.synapse_keep_by == "energy"
+    with pytest.raises(ConfigError, match="synapse_keep_by"):
+        from_dict({"kind": "student", "model": {}, "energy": {"synapse_keep_by": "joules"}})
+    with pytest.raises(ConfigError, match="needs energy.synapse_keep"):
+        from_dict({"kind": "student", "model": {}, "energy": {"synapse_keep_by": "energy"}})
+    for bad in (-0.1, 1.5, True):
+        with pytest.raises(ConfigError, match="cost_power"):
+            from_dict({"kind": "student", "model": {}, "energy": {"cost_power": bad}})

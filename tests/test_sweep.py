@@ -35,8 +35,8 @@ def swept(tmp_path_factory):
         assert res.exit_code == 0, res.output
     args = ["sweep", "--config", str(root / "student.yaml"), "--data", str(root / "prep"),
             "--teacher", str(root / "teacher"), "--init", str(root / "student"),
-            "--weights", "2,0,2:3,0:3:0.5", "--set", "optim.epochs=1", "--profile", "loihi",
-            "--profile", "cmos45nm_fp32", "--out", str(root / "sweep")]
+            "--weights", "2,0,2:3,0:3:0.5,0::0.5e", "--set", "optim.epochs=1",
+            "--profile", "loihi", "--profile", "cmos45nm_fp32", "--out", str(root / "sweep")]
     res = r.invoke(main, args)
     assert res.exit_code == 0, res.output
     return root, args, res.output
@@ -45,7 +45,8 @@ def swept(tmp_path_factory):
 def test_every_point_is_a_measured_run(swept):
     root, _, _ = swept
     fr = json.loads((root / "sweep" / "frontier.json").read_text())
-    assert [p["label"] for p in fr["points"]] == ["init", "w0", "w0k3s0.5", "w2", "w2k3"]
+    assert [p["label"] for p in fr["points"]] == \
+        ["init", "w0", "w0s0.5e", "w0k3s0.5", "w2", "w2k3"]
     assert fr["train_profile"] == "loihi" and fr["profiles"] == ["loihi", "cmos45nm_fp32"]
     for p in fr["points"]:
         d = root / "sweep" / p["label"]
@@ -62,7 +63,8 @@ def test_every_point_is_a_measured_run(swept):
            for p in ("w0", "w2")}
     assert cfg["w2"]["energy"] == {"mode": "energy", "weight": 2.0, "profile": "loihi",
                                    "target_rate": 0.05, "graph_keep": None,
-                                   "synapse_keep": None}
+                                   "synapse_keep": None, "synapse_keep_by": "count",
+                                   "cost_power": 0.5}
     assert cfg["w0"]["energy"] == dict(cfg["w2"]["energy"], weight=0.0)
     assert cfg["w2"]["init"] == str(root / "student" / "last.pt")
     assert cfg["w2"]["teacher"] == str(root / "teacher" / "last.pt")
@@ -104,6 +106,11 @@ def test_a_pruned_point_keeps_k_source_joints_and_half_the_weights(swept):
     pts = {p["label"]: p for p in fr["points"]}
     assert pts["w0k3s0.5"]["graph_keep"] == 3 and pts["w2"]["graph_keep"] is None
     assert pts["w0k3s0.5"]["synapse_keep"] == 0.5 and pts["w2k3"]["synapse_keep"] is None
+    assert pts["w0k3s0.5"]["synapse_keep_by"] == "count" and pts["w2"]["synapse_keep_by"] is None
+    assert pts["w0s0.5e"]["synapse_keep_by"] == "energy"
+    cfg = yaml.safe_load((root / "sweep" / "w0s0.5e" / "student" / "config.yaml").read_text())
+    assert cfg["energy"]["synapse_keep"] == 0.5 and cfg["energy"]["synapse_keep_by"] == "energy"
+    assert "synapse_keep_by" in (root / "sweep" / "frontier.csv").read_text().splitlines()[0]
     net = netgraph.load(root / "sweep" / "w2k3" / "convert" / "model.net")   # K alone
     for syn in (s for s in net.synapses if s.kind == "graph"):
         assert (np.asarray(syn.weight) != 0).any(axis=(0, 1)).sum(1).max() <= 3
@@ -133,7 +140,7 @@ def test_rerun_reuses_every_finished_stage(swept):
     before = net.stat().st_mtime_ns, (root / "sweep" / "w2" / "student" / "last.pt").stat().st_mtime_ns
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
-    assert res.output.count("done earlier") == 15         # 5 points x convert/engine/energy
+    assert res.output.count("done earlier") == 18         # 6 points x convert/engine/energy
     after = net.stat().st_mtime_ns, (root / "sweep" / "w2" / "student" / "last.pt").stat().st_mtime_ns
     assert after == before
 
@@ -151,11 +158,12 @@ def test_weights_parse_w_k_and_f():
     import click
 
     from mksgn.sweep import Spec, _weights
-    assert _weights(" 5:4, 0,2,0:4,2,0:4:0.5,0::0.3,0::1") == [
-        Spec(0.0), Spec(0.0, None, 0.3), Spec(0.0, None, 1.0), Spec(0.0, 4),
-        Spec(0.0, 4, 0.5), Spec(2.0), Spec(5.0, 4)]
-    assert [s.label for s in _weights("0:4:0.5,0::0.3,2:3")] == ["w0s0.3", "w0k4s0.5", "w2k3"]
+    assert _weights(" 5:4, 0,2,0:4,2,0:4:0.5,0::0.3,0::1,0::0.3e") == [
+        Spec(0.0), Spec(0.0, None, 0.3), Spec(0.0, None, 0.3, True), Spec(0.0, None, 1.0),
+        Spec(0.0, 4), Spec(0.0, 4, 0.5), Spec(2.0), Spec(5.0, 4)]
+    assert [s.label for s in _weights("0:4:0.5,0::0.3,2:3,0:4:0.5e")] == \
+        ["w0s0.3", "w0k4s0.5", "w0k4s0.5e", "w2k3"]
     for bad in ("5:", "2:0", "1:2.5", "-1", "inf", "a:3", ",", "0:4:", "0::0", "0::1.5",
-                "0:4:0.5:1", "0::x"):
+                "0:4:0.5:1", "0::x", "0::e", "0::1.5e", "0:4e", "0e"):
         with pytest.raises(click.BadParameter):
             _weights(bad)

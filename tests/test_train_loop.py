@@ -196,3 +196,22 @@ def test_pruning_follows_its_schedule_and_resumes_exactly(tmp_path, teacher_run)
     b = load_checkpoint(tmp_path / "part" / "last.pt")["model"]
     assert any(k.endswith(".mask") for k in a) and a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_energy_aware_pruning_resumes_exactly(tmp_path, teacher_run):
+    """synapse_keep_by: energy through the loop: each cut is made from the epoch's probe of
+    training samples (no RNG drawn), so stopping and resuming ends with the unbroken run's masks
+    and weights; some groups keep less than half their weights, some more."""
+    torch.set_num_threads(1)
+    cfg = tiny_student_config(teacher=str(teacher_run))
+    cfg.energy.synapse_keep, cfg.energy.synapse_keep_by = 0.5, "energy"
+    full = train(cfg, tmp_path / "full", datasets=_data(), progress=False)
+    train(cfg, tmp_path / "part", datasets=_data(), progress=False, stop_after=1)
+    resumed = train(cfg, tmp_path / "part", datasets=_data(), progress=False, resume=True)
+    assert _stable(resumed.metrics) == _stable(full.metrics)
+    a = load_checkpoint(tmp_path / "full" / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "part" / "last.pt")["model"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    shares = {k: float(v.float().mean()) for k, v in a.items() if k.endswith(".mask")}
+    assert len(shares) > 5 and min(shares.values()) < 0.5 < max(shares.values())

@@ -40,6 +40,21 @@ residual convs, fusion, spiking-attention q/k/x, the graph pairs still connected
 keeps the fraction f of its weights with the largest magnitudes (``Student.prune_weights``), on the
 same schedule (1 -> f over the first half). After ``graph_keep`` the temporal convs carry about
 half of the synaptic events; this cuts them and thins the kept graph pairs.
+
+``synapse_keep_by: energy`` makes the same cut energy-aware. A weight of a group whose source
+fires often, at many positions, carries far more synaptic events than one of a quiet group (on
+the NW-UCLA student ~200x apart, first temporal conv against last graph synapse).
+``synapse_loads`` counts each group's events per sample and synapses on the chip-exact run of a
+probe of ``COST_PROBE_SAMPLES`` training samples spread over the split (this epoch's
+augmentation), and ``spiking.prune_by_cost`` keeps, over all groups together, the weights of
+most worth (squared magnitude over the group's mean) per cost ** ``cost_power`` until they carry
+the fraction f of the events every eligible weight would: f is then a share of synaptic events,
+not of weights. Ranking by worth per event (power 1) would empty the dearest groups (the first
+temporal conv kept 0.5% of its weights under a 27% budget); 0.5, the default, spreads the cut.
+It was fixed from these allocations on training data, before any accuracy was seen. The cut is
+made only in the epochs where the schedule lowers f (the probe's costs move from epoch to
+epoch; a held f must not keep cutting), and the first is made before any training step: start
+it from a trained student (``init``).
 """
 from __future__ import annotations
 
@@ -53,7 +68,9 @@ from torch import nn
 
 from mksgn import opcount
 
-__all__ = ["EnergyConfig", "EnergyLoss"]
+from .spiking import SynapseLoad
+
+__all__ = ["EnergyConfig", "EnergyLoss", "synapse_loads", "probe_batch", "COST_PROBE_SAMPLES"]
 
 
 @dataclass
@@ -67,6 +84,10 @@ class EnergyConfig:
     --list-profiles``); must price spikes (neuromorphic or cmos).
     graph_keep: source joints each destination joint of a graph synapse keeps (None: all).
     synapse_keep: fraction in (0, 1] of each synapse group's weights kept (None: all).
+    synapse_keep_by: ``count`` (that fraction of every group's weights) or ``energy`` (that
+    fraction of the groups' synaptic events, cut where weights cost the most).
+    cost_power: with ``energy``, how hard the cost weighs: weights ranked by squared magnitude
+    (over the group's mean) per (events per synapse) ** cost_power, in [0, 1].
     """
     mode: Literal["off", "energy", "rate"] = "off"
     weight: float = 0.0
@@ -74,6 +95,8 @@ class EnergyConfig:
     target_rate: float = 0.05
     graph_keep: int | None = None
     synapse_keep: float | None = None
+    synapse_keep_by: Literal["count", "energy"] = "count"
+    cost_power: float = 0.5
 
     @staticmethod
     def _ramp(epoch: int, epochs: int) -> float:
@@ -95,6 +118,14 @@ class EnergyConfig:
         if self.synapse_keep is None:
             return None
         return 1.0 - (1.0 - self.synapse_keep) * self._ramp(epoch, epochs)
+
+    def synapse_cut(self, epoch: int, epochs: int) -> float | None:
+        """The fraction to cut to at the start of ``epoch``, or None: only where the schedule
+        lowers it (a held fraction is already cut)."""
+        f = self.synapse_fraction(epoch, epochs)
+        if f is None or (epoch > 0 and f >= self.synapse_fraction(epoch - 1, epochs)):
+            return None
+        return f
 
     @property
     def prunes(self) -> bool:
@@ -119,6 +150,14 @@ class EnergyConfig:
                                               or not 0 < self.synapse_keep <= 1):
             raise ValueError(f"energy.synapse_keep must be a fraction in (0, 1], "
                              f"got {self.synapse_keep!r}")
+        if self.synapse_keep_by not in ("count", "energy"):
+            raise ValueError(f"energy.synapse_keep_by must be 'count' or 'energy', "
+                             f"got {self.synapse_keep_by!r}")
+        if self.synapse_keep_by == "energy" and self.synapse_keep is None:
+            raise ValueError("energy.synapse_keep_by: energy needs energy.synapse_keep (the "
+                             "fraction of synaptic events kept)")
+        if isinstance(self.cost_power, bool) or not 0 <= self.cost_power <= 1:
+            raise ValueError(f"energy.cost_power must be in [0, 1], got {self.cost_power!r}")
         if self.mode == "energy":
             _prices(self.profile)
 
@@ -126,6 +165,38 @@ class EnergyConfig:
 def _prices(profile: str) -> opcount.SpikePrices:
     from mksgn.profiles import load_profile
     return opcount.spike_prices(load_profile(profile))
+
+
+COST_PROBE_SAMPLES = 16
+
+
+def probe_batch(ds, n: int = COST_PROBE_SAMPLES) -> torch.Tensor:
+    """Inputs of ``n`` samples spread evenly over ``ds`` (a sorted split's classes all in it):
+    the probe ``synapse_loads`` runs. Read with ``ds.sample(i)`` where the dataset has it (its
+    augmentation for the epoch, without using up a training draw), else ``ds[i]``."""
+    idx = np.linspace(0, len(ds) - 1, min(n, len(ds))).round().astype(int)
+    get = getattr(ds, "sample", None)
+    return torch.stack([torch.as_tensor(get(int(i)) if get else ds[int(i)][0]) for i in idx])
+
+
+@torch.no_grad()
+def synapse_loads(student, x: torch.Tensor) -> dict[str, SynapseLoad]:
+    """Synaptic events per sample and synapses (non-zero weights) of every synapse group
+    pruning may thin (``Student.synapses()``): ``mksgn.opcount``'s exact count on the
+    chip-exact run of the batch ``x`` (eval mode) through the converted network."""
+    was = student.training
+    student.eval()
+    try:
+        spikes, _ = student.simulate(x)
+        net = student.to_network()
+    finally:
+        student.train(was)
+    counts = {g: s.sum(dim=(0, 1)).cpu().numpy().astype(np.int64) for g, s in spikes.items()}
+    terms = {t.name: t for t in opcount.spike_terms(net) if t.kind == "synapse"}
+    nonzero = {syn.name: int(np.count_nonzero(syn.weight)) for syn in net.synapses}
+    return {name: SynapseLoad(opcount.weigh(counts[terms[name].src], terms[name].synops)
+                              / len(x), nonzero[name])
+            for name, *_ in student.synapses()}
 
 
 class EnergyLoss(nn.Module):

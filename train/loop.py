@@ -39,7 +39,7 @@ from .checkpoint import (build_model, load_checkpoint, load_model, rng_state, sa
                          set_rng_state, write_text_atomic)
 from .config import RunConfig, from_dict, save_config, to_dict
 from .distill import Distiller, freeze
-from .energy_loss import EnergyLoss
+from .energy_loss import EnergyLoss, probe_batch, synapse_loads
 
 __all__ = ["DistInfo", "init_distributed", "close_distributed", "resolve_device", "make_datasets",
            "Objective", "wrap_distributed", "evaluate", "train", "mean_firing_rate", "spike_totals",
@@ -412,12 +412,19 @@ def train(cfg: RunConfig, out: str | Path | None, *, resume: bool = False,
             keep = cfg.energy.graph_sources(epoch, cfg.optim.epochs, layout.num_joints)
             if keep is not None:
                 model.prune_graph(keep)
-            kept = cfg.energy.synapse_fraction(epoch, cfg.optim.epochs)
+            _set_epoch(train_ds, sampler, epoch)
+            kept = cfg.energy.synapse_cut(epoch, cfg.optim.epochs)
             if kept is not None:
-                model.prune_weights(kept)
+                loads = None
+                if cfg.energy.synapse_keep_by == "energy":     # this epoch's probe, no RNG
+                    loads = synapse_loads(model, probe_batch(train_ds).to(device))
+                    if info.active:                 # one cut on every rank: rank 0's counts
+                        box = [loads]
+                        dist.broadcast_object_list(box, src=0)
+                        loads = box[0]
+                model.prune_weights(kept, loads, cfg.energy.cost_power)
             if energy is not None:
                 energy.refresh(model)
-            _set_epoch(train_ds, sampler, epoch)
             lr = optimizer.param_groups[0]["lr"]
             task = bar.add_task(f"{cfg.kind} epoch {epoch + 1}/{cfg.optim.epochs}",
                                 total=len(train_loader), stats="")

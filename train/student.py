@@ -94,7 +94,7 @@ from mksgn.netgraph import Network, fold_persons  # the input layout lives with 
 
 from .common import ModelOutput
 from .spiking import (ConvSynapse, GraphSynapse, LoihiCuba, PooledReadout, SkeletonSpikingCoding,
-                      Spikes, SpikingJointAttention, align)
+                      Spikes, SpikingJointAttention, SynapseLoad, align, prune_by_cost)
 
 __all__ = ["StudentConfig", "Student", "build_student", "fold_persons", "LOGIT_SCALE"]
 
@@ -316,17 +316,25 @@ class SpikingBlock(nn.Module):
                        for nm in ("q", "k", "x")]
         groups += [self.sgc_neuron.export(gs["sgc"].name, gs["sgc"].shape),
                    self.stc_neuron.export(gs["stc"].name, gs["stc"].shape)]
-        syns = [self.graph.export(f"{self.name}/graph", src, gs["sgc"].name)]
+        syns = [m.export(name, s, d) for name, m, s, d in self.synapses(src)]
         atts = []
         if self.mode == "spiking":
-            syns += [getattr(self, nm).export(f"{self.name}/{nm}", src, gs[nm].name)
-                     for nm in ("q", "k", "x")]
             atts.append(self.att.export(f"{self.name}/attention", gs["q"].name, gs["k"].name,
                                         gs["x"].name, gs["sgc"].name))
-        syns.append(self.tcn.export(f"{self.name}/tcn", gs["sgc"].name, gs["stc"].name))
-        if self.res is not None:
-            syns.append(self.res.export(f"{self.name}/residual", src, gs["stc"].name))
         return groups, syns, atts
+
+    def synapses(self, src: str) -> list[tuple[str, nn.Module, str, str]]:
+        """(name, module, source group, destination group) of every synapse group of this
+        block reading from group ``src``, in export order."""
+        gs = self.groups
+        out = [(f"{self.name}/graph", self.graph, src, gs["sgc"].name)]
+        if self.mode == "spiking":
+            out += [(f"{self.name}/{nm}", getattr(self, nm), src, gs[nm].name)
+                    for nm in ("q", "k", "x")]
+        out.append((f"{self.name}/tcn", self.tcn, gs["sgc"].name, gs["stc"].name))
+        if self.res is not None:
+            out.append((f"{self.name}/residual", self.res, src, gs["stc"].name))
+        return out
 
 
 class Student(nn.Module):
@@ -491,13 +499,43 @@ class Student(nn.Module):
         for blk in self.blocks:
             blk.graph.prune(sources)
 
-    def prune_weights(self, fraction: float) -> None:
-        """Every on-chip synapse group (conv and graph; not the host encoders or the readout)
-        keeps the ``fraction`` of its weights with the largest magnitudes
-        (``spiking.prune_mask``); energy-aware training's ``energy.synapse_keep``."""
-        for m in self.modules():
-            if isinstance(m, (ConvSynapse, GraphSynapse)):
-                m.prune_weights(fraction)
+    def prune_weights(self, fraction: float, loads: dict[str, SynapseLoad] | None = None,
+                      power: float = 0.5) -> None:
+        """Weight pruning of every on-chip synapse group (``synapses()``: conv and graph; not
+        the host encoders or the readout); energy-aware training's ``energy.synapse_keep``.
+
+        Without ``loads`` every group keeps the ``fraction`` of its weights with the largest
+        magnitudes (``spiking.prune_mask``). With ``loads`` (synapse name -> its events per
+        sample and synapses, ``energy_loss.synapse_loads``) the groups together keep that
+        fraction of their synaptic events, the cut falling where weights cost the most
+        (``spiking.prune_by_cost`` with ``power``)."""
+        syns = self.synapses()
+        if loads is None:
+            for _, mod, _, _ in syns:
+                mod.prune_weights(fraction)
+            return
+        missing = sorted({name for name, *_ in syns} - set(loads))
+        if missing:
+            raise KeyError(f"no synaptic load for synapse groups {missing}")
+        prune_by_cost([(mod, loads[name]) for name, mod, _, _ in syns], fraction, power)
+
+    def synapses(self) -> list[tuple[str, nn.Module, str, str]]:
+        """(name, module, source group, destination group) of every on-chip synapse group
+        that pruning may thin (all but the readout), named as in ``to_network()``."""
+        out = self._smf_synapses() if not self.cfg.chain else []
+        for blk, src in zip(self.blocks, self._block_sources()):
+            out += blk.synapses(src)
+        return out
+
+    def _smf_synapses(self) -> list[tuple[str, nn.Module, str, str]]:
+        return [(f"smf/{m}", self.smf[m], self.ssc_groups[m].name, "smf")
+                for m in self.cfg.modalities]
+
+    def _block_sources(self) -> list[str]:
+        """The group each block reads from: the fusion (or, chained, the first modality's
+        coding), then the previous block's output."""
+        first = self.ssc_groups[self.cfg.modalities[0]].name if self.cfg.chain else "smf"
+        return [first] + [blk.out.name for blk in self.blocks[:-1]]
 
     def _groups(self) -> list[_Group]:
         gs = list(self.ssc_groups.values())
@@ -524,21 +562,17 @@ class Student(nn.Module):
                 g = self.ssc_groups[m]
                 groups.append(self.ssc_neuron[m].export(g.name, g.shape))
                 encs.append(self.ssc[m].export(f"ssc/{m}", m, g.name))
-            if cfg.chain:
-                src = self.ssc_groups[cfg.modalities[0]].name
-            else:
+            if not cfg.chain:
                 gate = len(cfg.modalities) * torch.softmax(self.smf_gate, 0)
                 groups.append(self.smf_neuron.export("smf", self.smf_group.shape))
-                for k, m in enumerate(cfg.modalities):
-                    syns.append(self.smf[m].export(f"smf/{m}", self.ssc_groups[m].name, "smf",
-                                                   gate[k]))
-                src = "smf"
-            for blk in self.blocks:
+                syns += [mod.export(name, s, d, gate[k])
+                         for k, (name, mod, s, d) in enumerate(self._smf_synapses())]
+            for blk, src in zip(self.blocks, self._block_sources()):
                 g, s, a = blk.export(src)
                 groups += g
                 syns += s
                 atts += a
-                src = blk.out.name
+            src = self.blocks[-1].out.name
             groups.append(self.readout_neuron.export("readout", (self.num_classes,), readout=True))
             syns.append(self.readout.export("readout/fc", src, "readout"))
             net = Network(groups=groups, synapses=syns, attentions=atts, encoders=encs,
