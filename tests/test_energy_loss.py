@@ -30,18 +30,24 @@ def tiny(name: str, seed: int = 0):
     return model, x
 
 
-@pytest.mark.parametrize("name", list(CONFIGS))
-def test_estimate_on_full_run_spikes_equals_mksgn_energy_counts(name):
-    """Training's torch path on the student's own full-run spikes == `mksgn energy`'s integer
-    counts on the fast engine's spikes, per destination group, synops and core deliveries."""
-    model, x = tiny(name)
+def _reported(model, x, neurons_per_core=()):
+    """(network, {layer: `mksgn energy`'s counts}) of the student in eval mode, run on the fast
+    engine."""
     model.eval()
     net = model.to_network()
     xs = fold_persons(x)
     res = engine.run(net, {m: xs[:, k] for k, m in enumerate(model.cfg.modalities)}, device="cpu")
     counts = {g: s.sum(dim=(0, 1)).numpy().astype(np.int64) for g, s in res.spikes.items()}
     act = E.Activity(counts=counts, samples=len(x), num_steps=net.num_steps)
-    layers = {lc.name: lc for lc in E.count_student(net, act, neurons_per_core=(64,))}
+    return net, {lc.name: lc for lc in E.count_student(net, act, neurons_per_core=neurons_per_core)}
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_estimate_on_full_run_spikes_equals_mksgn_energy_counts(name):
+    """Training's torch path on the student's own full-run spikes == `mksgn energy`'s integer
+    counts on the fast engine's spikes, per destination group, synops and core deliveries."""
+    model, x = tiny(name)
+    net, layers = _reported(model, x, neurons_per_core=(64,))
 
     with torch.no_grad():
         out, _, _ = model._run(x, full=True)                  # (N, *shape) per group, float
@@ -287,13 +293,7 @@ def test_synapse_loads_are_the_energy_reports_events(name):
     model, x = tiny(name)
     loads = synapse_loads(model, x)
     assert model.training                                # left as it was
-    model.eval()
-    net = model.to_network()
-    xs = fold_persons(x)
-    res = engine.run(net, {m: xs[:, k] for k, m in enumerate(model.cfg.modalities)}, device="cpu")
-    counts = {g: s.sum(dim=(0, 1)).numpy().astype(np.int64) for g, s in res.spikes.items()}
-    act = E.Activity(counts=counts, samples=len(x), num_steps=net.num_steps)
-    layers = {lc.name: lc for lc in E.count_student(net, act)}
+    net, layers = _reported(model, x)
     into: dict[str, float] = {}
     for n, _, _, dst in model.synapses():
         into[dst] = into.get(dst, 0.0) + loads[n].events * len(x)
