@@ -6,9 +6,9 @@ conv and graph synapse group, ``energy.synapse_keep``; ``W:K:Fe`` keeps the frac
 synaptic events instead, cut where weights cost the most, ``energy.synapse_keep_by: energy``):
 train a student (``energy.mode`` / ``energy.weight`` set on the given config, optionally
 fine-tuned from ``--init``, distilled from ``--teacher`` as the config says), convert its last
-epoch, run it on the fast engine over the whole test split, and price it with ``mksgn energy``. Each point is a normal run directory
-``OUT/w<W>[k<K>][s<F>[e]]/`` (student, convert, sim_fast, energy; e.g. ``w0k5s0.5``); a re-run
-reuses finished stages and resumes an unfinished training. The frontier goes to
+epoch, run it on the fast engine over the whole test split, and price it with ``mksgn energy``.
+Each point is a normal run directory ``OUT/w<W>[k<K>][s<F>[e]]/`` (student, convert, sim_fast,
+energy; e.g. ``w0k5s0.5``); a re-run reuses finished stages and resumes an unfinished training. The frontier goes to
 ``OUT/frontier.{json,csv,png}``: accuracy and energy per sample on each profile, energy per
 *correct* classification, the trained-for estimate beside the measured figure, and which points are
 Pareto-optimal; the teacher (and the paper's MK-SGN point on NW-UCLA) marked.

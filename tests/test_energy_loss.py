@@ -39,7 +39,8 @@ def _reported(model, x, neurons_per_core=()):
     res = engine.run(net, {m: xs[:, k] for k, m in enumerate(model.cfg.modalities)}, device="cpu")
     counts = {g: s.sum(dim=(0, 1)).numpy().astype(np.int64) for g, s in res.spikes.items()}
     act = E.Activity(counts=counts, samples=len(x), num_steps=net.num_steps)
-    return net, {lc.name: lc for lc in E.count_student(net, act, neurons_per_core=neurons_per_core)}
+    layers = E.count_student(net, act, neurons_per_core=neurons_per_core)
+    return net, {lc.name: lc for lc in layers}
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))

@@ -42,8 +42,8 @@ from .distill import Distiller, freeze
 from .energy_loss import EnergyLoss, probe_batch, synapse_loads
 
 __all__ = ["DistInfo", "init_distributed", "close_distributed", "resolve_device", "make_datasets",
-           "Objective", "wrap_distributed", "evaluate", "train", "mean_firing_rate", "spike_totals",
-           "TrainResult"]
+           "Objective", "wrap_distributed", "evaluate", "train", "mean_firing_rate",
+           "spike_totals", "TrainResult"]
 
 # ------------------------------------------------------------------------------------------------
 # processes and devices

@@ -311,8 +311,15 @@ def prune_mask(mask: torch.Tensor, magnitude: torch.Tensor, eligible: torch.Tens
     """
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    _keep_largest(mask, magnitude, eligible, round(fraction * int(eligible.sum())))
+
+
+def _keep_largest(mask: torch.Tensor, magnitude: torch.Tensor, eligible: torch.Tensor,
+                  n: int) -> None:
+    """Keep the ``n`` (at least 1, at most all) live eligible entries of largest ``magnitude``;
+    clear the rest of ``mask``, never setting an entry that was cleared."""
     live = mask & eligible
-    n = min(int(live.sum()), max(1, round(fraction * int(eligible.sum()))))
+    n = min(int(live.sum()), max(1, n))
     score = torch.where(live, magnitude.to(torch.float64), -1.0)
     kept = torch.zeros(mask.numel(), dtype=torch.bool, device=mask.device)
     kept[score.flatten().topk(n).indices] = True
@@ -387,7 +394,7 @@ def prune_by_cost(groups: list[tuple[_Pruned, SynapseLoad]], fraction: float,
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
     if not 0 <= power <= 1:
         raise ValueError(f"power must be in [0, 1], got {power}")
-    scores, costs, lives, budget = [], [], [], 0.0
+    scores, costs, sizes, budget = [], [], [], 0.0
     for mod, load in groups:
         if not (load.events >= 0 and load.synapses >= 0):
             raise ValueError(f"a synapse group's load must be >= 0, got {load}")
@@ -400,20 +407,17 @@ def prune_by_cost(groups: list[tuple[_Pruned, SynapseLoad]], fraction: float,
         per = cost ** power if cost > 0 else 0.0
         scores.append(torch.where(live, worth / per if per > 0 else math.inf, -1.0).flatten())
         costs.append(torch.full((live.numel(),), cost, dtype=torch.float64, device=live.device))
-        lives.append(live)
+        sizes.append(live.numel())
         budget += fraction * float(load.events) * int(eligible.sum()) / max(1, n_live)
     score, cost = torch.cat(scores), torch.cat(costs)
     order = score.float().argsort(descending=True)          # float32: ~2x faster, ties only
     spent = torch.where(score[order] >= 0, cost[order], math.inf).cumsum(0)
     kept = torch.zeros_like(score, dtype=torch.bool)
     kept[order[spent <= budget * (1 + 1e-12)]] = True
-    start = 0
-    for (mod, _), live, sc in zip(groups, lives, scores):
-        k = kept[start:start + live.numel()]
-        start += live.numel()
-        if live.any() and not k.any():
-            k[sc.argmax()] = True
-        mod.mask.copy_(k.view_as(live) & live)
+    # within a group the order is by magnitude (one cost each): keep that many of its largest
+    for (mod, _), k in zip(groups, kept.split(sizes)):
+        magnitude, eligible = mod.saliency()
+        _keep_largest(mod.mask, magnitude, eligible, int(k.sum()))
 
 
 class ConvSynapse(_Pruned):
