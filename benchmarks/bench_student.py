@@ -35,8 +35,8 @@ def _int64_update(a, bias_eff, p, spiking_, traces):
     out = {k: [] for k in traces}
     vth = p.vth_mant << loihi.VTH_SHIFT
     for t in range(a.shape[-1]):
-        u = spiking._decay(u, p.i_decay) + (a[..., t] << loihi.ACT_SHIFT)
-        v = spiking._decay(v, p.v_decay) + u + bias
+        u = loihi.decay(u, p.i_decay) + (a[..., t] << loihi.ACT_SHIFT)
+        v = loihi.decay(v, p.v_decay) + u + bias
         if "v_pre" in out:
             out["v_pre"].append(v)
         s = v > vth if spiking_ else torch.zeros_like(v, dtype=torch.bool)

@@ -35,7 +35,7 @@ VARIANTS = {  # name -> (soft labels, FTM)
 
 
 def mksgn(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "mksgn.cli", *args], check=True,
+    subprocess.run([sys.executable, "-m", "mksgn.pipeline.cli", *args], check=True,
                    stdout=subprocess.DEVNULL)
 
 

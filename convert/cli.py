@@ -9,22 +9,35 @@ from mksgn.data.prepare import DATASET_SPECS
 from mksgn.terminal import wide_option
 
 
+def _convert_options(f):
+    """The options of ``mksgn convert`` but --wide, in help order."""
+    opts = [
+        click.option("--out", "out", required=True,
+                     type=click.Path(path_type=Path, file_okay=False),
+                     help="Output directory (written atomically; see --force)."),
+        click.option("--teacher", type=click.Path(path_type=Path),
+                     help="The teacher's run directory or checkpoint: also writes "
+                          "DIR/teacher.onnx."),
+        click.option("--teacher-config", type=click.Path(path_type=Path, dir_okay=False),
+                     metavar="CONFIG.yaml",
+                     help="Instead of CHECKPOINT: write only DIR/teacher.onnx, the graph of "
+                          "this run config's teacher with untrained weights (its MACs are the "
+                          "trained one's), e.g. the paper-scale train/configs/ucla_teacher.yaml "
+                          "for `mksgn energy --reference-teacher`."),
+        click.option("--dataset", type=click.Choice(list(DATASET_SPECS)),
+                     help="With --teacher-config: the dataset whose classes, skeleton and "
+                          "bodies the teacher is built for (default: the config's prepared data "
+                          "says)."),
+        click.option("--force", is_flag=True, help="Replace DIR when it exists and is not empty."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
 @click.command("convert")
 @click.argument("checkpoint", type=click.Path(path_type=Path), required=False)
-@click.option("--out", "out", required=True, type=click.Path(path_type=Path, file_okay=False),
-              help="Output directory (written atomically; see --force).")
-@click.option("--teacher", type=click.Path(path_type=Path),
-              help="The teacher's run directory or checkpoint: also writes DIR/teacher.onnx.")
-@click.option("--teacher-config", type=click.Path(path_type=Path, dir_okay=False),
-              metavar="CONFIG.yaml",
-              help="Instead of CHECKPOINT: write only DIR/teacher.onnx, the graph of this run "
-                   "config's teacher with untrained weights (its MACs are the trained one's), "
-                   "e.g. the paper-scale train/configs/ucla_teacher.yaml for `mksgn energy "
-                   "--reference-teacher`.")
-@click.option("--dataset", type=click.Choice(list(DATASET_SPECS)),
-              help="With --teacher-config: the dataset whose classes, skeleton and bodies the "
-                   "teacher is built for (default: the config's prepared data says).")
-@click.option("--force", is_flag=True, help="Replace DIR when it exists and is not empty.")
+@_convert_options
 @wide_option
 def convert(checkpoint: Path | None, out: Path, teacher: Path | None,
             teacher_config: Path | None, dataset: str | None, force: bool, wide: bool) -> None:
@@ -62,9 +75,6 @@ def convert(checkpoint: Path | None, out: Path, teacher: Path | None,
     """
     from rich.console import Console
 
-    from .compat import print_report
-    from .convert import ConvertError, convert as run
-
     console = Console()
     if teacher_config is not None:
         if checkpoint is not None or teacher is not None:
@@ -77,6 +87,15 @@ def convert(checkpoint: Path | None, out: Path, teacher: Path | None,
     if dataset is not None:
         raise click.UsageError("--dataset goes with --teacher-config (a student checkpoint "
                                "knows its dataset)")
+    _convert_student(console, checkpoint, out, teacher, force, wide)
+
+
+def _convert_student(console, checkpoint: Path, out: Path, teacher: Path | None,
+                     force: bool, wide: bool) -> None:
+    """Convert CHECKPOINT into OUT and print the compatibility report and a summary."""
+    from .compat import print_report
+    from .convert import ConvertError, convert as run
+
     try:
         res = run(checkpoint, out, teacher=teacher, force=force)
     except ConvertError as e:

@@ -128,13 +128,9 @@ def synapse_count(syn: Synapse, src: NeuronGroup, dst: NeuronGroup) -> int:
 
 def fan_in_max(syn: Synapse) -> int:
     """Largest number of this synapse group's synapses onto one destination neuron (interior
-    positions for conv)."""
+    positions for conv; ``loihi.row_sums`` says which weights reach one neuron)."""
     w = np.asarray(syn.weight)
-    if syn.kind == "dense":
-        return int(np.count_nonzero(w, axis=1).max()) if w.size else 0
-    if syn.kind == "graph":                       # a row is (o, v)
-        return int(np.count_nonzero(w, axis=(1, 3)).max()) if w.size else 0
-    return int(np.count_nonzero(w.reshape(w.shape[0], -1), axis=1).max()) if w.size else 0
+    return int(loihi.row_sums(w != 0, syn.kind).max()) if w.size else 0
 
 
 def _delay_note(syn: Synapse) -> tuple[Support, str]:
@@ -150,92 +146,101 @@ def _delay_note(syn: Synapse) -> tuple[Support, str]:
 def compat_report(net: Network, stock_netx: bool = False,
                   stock_netx_note: str = "") -> CompatReport:
     """Classify every node of ``net`` and total its chip resources."""
-    nodes: list[NodeReport] = []
     groups = {g.name: g for g in net.groups}
-    for e in net.encoders:
-        w = np.asarray(e.weight)
-        nodes.append(NodeReport(
-            e.name, "encoder", "host",
-            detail=f"{e.modality}: real-valued {w.shape[2]}x{w.shape[3]} conv of the input "
-                   f"({w.shape[1]} -> {w.shape[0]} channels) on the host; written as the bias "
-                   f"of {e.dst} each sample",
-            note=f"{w.shape[2]}x{w.shape[3]} conv -> bias of {e.dst}"))
-    incoming = {g.name: net.incoming(g.name) for g in net.groups}
-    att_into = {g.name: [a for a in net.attentions if a.dst == g.name] for g in net.groups}
-    for g in net.groups:
-        n = g.size
-        if g.source:
-            nodes.append(NodeReport(g.name, "source", "host",
-                                    detail=f"{n} input spike channels sent by the host",
-                                    note="input spikes from the host"))
-            continue
-        p = g.params
-        kind = "readout" if (g.readout or g.name == net.readout) else "neurons"
-        sums = len(incoming[g.name]) + len(att_into[g.name])
-        detail = (f"CUBA iDecay {p.i_decay}, vDecay {p.v_decay}, vThMant {p.vth_mant}")
-        if kind == "readout":
-            detail += "; never spikes, its voltage is read as the class scores"
-        if sums > 1:
-            detail += (f"; sums {sums} inputs ({', '.join(s.name for s in incoming[g.name])}"
-                       f"{', ' if att_into[g.name] else ''}"
-                       f"{', '.join(a.name for a in att_into[g.name])})")
-        note = "CUBA, never spikes (scores)" if kind == "readout" else "CUBA"
-        if sums > 1:
-            note += f", sums {sums} inputs"
-        nodes.append(NodeReport(g.name, kind, "native", neurons=n, detail=detail, note=note))
-    for s in net.synapses:
-        src, dst = groups[s.src], groups[s.dst]
-        count = synapse_count(s, src, dst)
-        support, note = _delay_note(s)
-        w = np.asarray(s.weight)
-        exp = f"8-bit weights x 2**{s.weight_exp}"
-        if s.kind == "dense":
-            detail = f"dense {w.shape[1]} -> {w.shape[0]}, {exp}"
-            short = f"{w.shape[1]} -> {w.shape[0]}"
-        elif s.kind == "conv":
-            detail = (f"conv {w.shape[2]}x{w.shape[3]} stride {tuple(s.stride)}, {w.shape[1]} -> "
-                      f"{w.shape[0]} channels, {exp}, stored per position")
-            short = f"{w.shape[2]}x{w.shape[3]}, {w.shape[1]} -> {w.shape[0]} ch"
-        else:
-            o, i, v, u = w.shape
-            t = dst.shape[1]
-            nnz = int(np.count_nonzero(w))
-            support = "workaround" if support == "native" else support
-            detail = (f"graph conv over {u} joints: expanded to a ({o}x{v}) x ({i}x{u}) "
-                      f"channel x joint matrix ({nnz} nonzeros of {w.size}) repeated for {t} "
-                      f"frames (block diagonal over frames), {exp}")
-            short = f"({o}*{v})x({i}*{u}) matrix x {t} frames"
-        d = int(np.max(s.delay)) if np.size(s.delay) else 0
-        if d:
-            short += f", delay {d}"
-        nodes.append(NodeReport(s.name, s.kind, support, synapses=count, detail=detail + note,
-                                note=short))
-    for a in net.attentions:
-        q, x = groups[a.q], groups[a.x]
-        c_qk, t, v = q.shape
-        mult = 2 * c_qk * x.shape[0] * t * v
-        nodes.append(NodeReport(
-            a.name, "attention", "unsupported",
-            detail=f"q (k^T x) multiplies spikes of {a.q}, {a.k}, {a.x} in one step ({mult} "
-                   f"products per step); synapses only scale single spikes. Runs as a custom "
-                   f"process in Lava simulation; use attention: static to fold it into the graph "
-                   f"weight",
-            note="products of spikes: no synapse form"))
+    nodes = ([_encoder_node(e) for e in net.encoders]
+             + [_group_node(net, g) for g in net.groups]
+             + [_synapse_node(s, groups[s.src], groups[s.dst]) for s in net.synapses]
+             + [_attention_node(a, groups[a.q], groups[a.x]) for a in net.attentions])
+    summary = {k: sum(nd.support == k for nd in nodes) for k in SUPPORT_ORDER}
+    return CompatReport(nodes=nodes, resources=_resources(net, nodes), stock_netx=stock_netx,
+                        stock_netx_note=stock_netx_note, summary=summary)
+
+
+def _encoder_node(e) -> NodeReport:
+    w = np.asarray(e.weight)
+    return NodeReport(
+        e.name, "encoder", "host",
+        detail=f"{e.modality}: real-valued {w.shape[2]}x{w.shape[3]} conv of the input "
+               f"({w.shape[1]} -> {w.shape[0]} channels) on the host; written as the bias "
+               f"of {e.dst} each sample",
+        note=f"{w.shape[2]}x{w.shape[3]} conv -> bias of {e.dst}")
+
+
+def _group_node(net: Network, g: NeuronGroup) -> NodeReport:
+    n = g.size
+    if g.source:
+        return NodeReport(g.name, "source", "host",
+                          detail=f"{n} input spike channels sent by the host",
+                          note="input spikes from the host")
+    p = g.params
+    incoming = net.incoming(g.name)
+    att_into = [a for a in net.attentions if a.dst == g.name]
+    kind = "readout" if (g.readout or g.name == net.readout) else "neurons"
+    sums = len(incoming) + len(att_into)
+    detail = (f"CUBA iDecay {p.i_decay}, vDecay {p.v_decay}, vThMant {p.vth_mant}")
+    if kind == "readout":
+        detail += "; never spikes, its voltage is read as the class scores"
+    if sums > 1:
+        detail += (f"; sums {sums} inputs ({', '.join(s.name for s in incoming)}"
+                   f"{', ' if att_into else ''}"
+                   f"{', '.join(a.name for a in att_into)})")
+    note = "CUBA, never spikes (scores)" if kind == "readout" else "CUBA"
+    if sums > 1:
+        note += f", sums {sums} inputs"
+    return NodeReport(g.name, kind, "native", neurons=n, detail=detail, note=note)
+
+
+def _synapse_node(s: Synapse, src: NeuronGroup, dst: NeuronGroup) -> NodeReport:
+    support, note = _delay_note(s)
+    w = np.asarray(s.weight)
+    exp = f"8-bit weights x 2**{s.weight_exp}"
+    if s.kind == "dense":
+        detail = f"dense {w.shape[1]} -> {w.shape[0]}, {exp}"
+        short = f"{w.shape[1]} -> {w.shape[0]}"
+    elif s.kind == "conv":
+        detail = (f"conv {w.shape[2]}x{w.shape[3]} stride {tuple(s.stride)}, {w.shape[1]} -> "
+                  f"{w.shape[0]} channels, {exp}, stored per position")
+        short = f"{w.shape[2]}x{w.shape[3]}, {w.shape[1]} -> {w.shape[0]} ch"
+    else:
+        o, i, v, u = w.shape
+        t = dst.shape[1]
+        nnz = int(np.count_nonzero(w))
+        support = "workaround" if support == "native" else support
+        detail = (f"graph conv over {u} joints: expanded to a ({o}x{v}) x ({i}x{u}) "
+                  f"channel x joint matrix ({nnz} nonzeros of {w.size}) repeated for {t} "
+                  f"frames (block diagonal over frames), {exp}")
+        short = f"({o}*{v})x({i}*{u}) matrix x {t} frames"
+    d = int(np.max(s.delay)) if np.size(s.delay) else 0
+    if d:
+        short += f", delay {d}"
+    return NodeReport(s.name, s.kind, support, synapses=synapse_count(s, src, dst),
+                      detail=detail + note, note=short)
+
+
+def _attention_node(a, q: NeuronGroup, x: NeuronGroup) -> NodeReport:
+    c_qk, t, v = q.shape
+    mult = 2 * c_qk * x.shape[0] * t * v
+    return NodeReport(
+        a.name, "attention", "unsupported",
+        detail=f"q (k^T x) multiplies spikes of {a.q}, {a.k}, {a.x} in one step ({mult} "
+               f"products per step); synapses only scale single spikes. Runs as a custom "
+               f"process in Lava simulation; use attention: static to fold it into the graph "
+               f"weight",
+        note="products of spikes: no synapse form")
+
+
+def _resources(net: Network, nodes: list[NodeReport]) -> Resources:
     neuron_groups = [g for g in net.groups if not g.source]
     neurons = sum(g.size for g in neuron_groups)
-    synapses = sum(nd.synapses for nd in nodes)
     c1 = sum(math.ceil(g.size / loihi.LOIHI_NEURONS_PER_CORE) for g in neuron_groups)
     c2 = sum(math.ceil(g.size / loihi.LOIHI2_NEURONS_PER_CORE) for g in neuron_groups)
     chips = max(math.ceil(c2 / loihi.LOIHI2_CORES_PER_CHIP),
                 math.ceil(neurons / loihi.LOIHI2_NEURONS_PER_CHIP), 1)
-    res = Resources(neuron_groups=len(neuron_groups), neurons=neurons, synapses=synapses,
-                    loihi_cores=c1, loihi2_cores=c2,
-                    loihi2_chip_cores=loihi.LOIHI2_CORES_PER_CHIP,
-                    loihi2_chip_neurons=loihi.LOIHI2_NEURONS_PER_CHIP, loihi2_chips=chips,
-                    fits_one_loihi2=chips == 1)
-    summary = {k: sum(nd.support == k for nd in nodes) for k in SUPPORT_ORDER}
-    return CompatReport(nodes=nodes, resources=res, stock_netx=stock_netx,
-                        stock_netx_note=stock_netx_note, summary=summary)
+    return Resources(neuron_groups=len(neuron_groups), neurons=neurons,
+                     synapses=sum(nd.synapses for nd in nodes), loihi_cores=c1, loihi2_cores=c2,
+                     loihi2_chip_cores=loihi.LOIHI2_CORES_PER_CHIP,
+                     loihi2_chip_neurons=loihi.LOIHI2_NEURONS_PER_CHIP, loihi2_chips=chips,
+                     fits_one_loihi2=chips == 1)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -16,19 +16,20 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from mksgn import netgraph, netx_io
+from mksgn.data.prepare import prepared_dataset
 from mksgn.files import sha256
 
 from . import compat, manifest as mf, netx_lower, onnx_export, student_io
+from .outdir import check_out, staged
 from .student_io import ConvertError
 
 __all__ = ["ConvertError", "ConvertResult", "convert", "convert_model", "OUTPUT_FILES"]
@@ -46,39 +47,6 @@ class ConvertResult:
     seconds: dict[str, float]
 
 
-def _check_out(out: Path, force: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise ConvertError(f"{out}: exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise ConvertError(f"{out}: exists and is not empty (use --force to replace it)")
-
-
-def _commit(tmp: Path, out: Path) -> None:
-    """Move the finished ``tmp`` directory to ``out`` (replacing it), as atomically as a
-    directory can be: ``out`` is either the old or the new content, never a mix."""
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-    try:
-        os.replace(tmp, out)
-    except BaseException:
-        if old is not None:
-            os.replace(old, out)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def _example_input(cfg_model, layout, window: int, batch: int = 2) -> torch.Tensor:
-    """A deterministic sample (N, K, 3, T, V, M) of skeleton-like magnitudes for ONNX checks."""
-    k = len(cfg_model.modalities)
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(batch, k, getattr(cfg_model, "coords", 3), window, layout.num_joints,
-                    getattr(cfg_model, "persons", 2), generator=g) * 0.5
-    return x
-
-
 def _run_info(info: dict, file: Path) -> dict:
     from mksgn.train.config import to_dict
     metrics = info.get("metrics") or []
@@ -88,15 +56,6 @@ def _run_info(info: dict, file: Path) -> dict:
             "layout": getattr(info.get("layout"), "name", None),
             "metrics": metrics[-1] if metrics else None,
             "config": to_dict(info["config"])}
-
-
-def _dataset_name(cfg) -> str | None:
-    """The dataset named in the prepared data's info.json, when that is still on disk."""
-    try:
-        p = cfg.data.benchmark_dir() / "info.json"
-        return json.loads(p.read_text()).get("dataset") if p.is_file() else None
-    except (OSError, ValueError, AttributeError):
-        return None
 
 
 def _netx_layer_map(lowered: netgraph.Network, layout: dict[str, str]) -> list[dict]:
@@ -126,7 +85,7 @@ def convert(checkpoint: str | Path, out: str | Path, teacher: str | Path | None 
             force: bool = False) -> ConvertResult:
     """Convert the student in ``checkpoint`` (a .pt or a run directory) into ``out``."""
     out = Path(out)
-    _check_out(out, force)
+    check_out(out, force)
     if teacher is not None and not Path(teacher).exists():
         raise ConvertError(f"{teacher}: no such teacher checkpoint or run directory")
     threads = torch.get_num_threads()
@@ -147,14 +106,19 @@ def convert(checkpoint: str | Path, out: str | Path, teacher: str | Path | None 
         torch.set_num_threads(threads)
 
 
-def convert_model(model: torch.nn.Module, info: dict, out: Path,
-                  teacher_model: torch.nn.Module | None = None, teacher_info: dict | None = None,
-                  force: bool = False, seconds: dict[str, float] | None = None) -> ConvertResult:
-    """Convert an already loaded student (``info`` as from ``student_io.load``)."""
-    out = Path(out)
-    _check_out(out, force)
-    seconds = dict(seconds or {})
-    t = time.perf_counter()
+@dataclass
+class _NetxForm:
+    """The stock-netx form of a network: ``lowered`` (None when there is none: ``note`` says
+    why) and per netx layer its index, type, group and layout (``_netx_layer_map``)."""
+    lowered: netgraph.Network | None = None
+    note: str = ""
+    layers: list[dict] = field(default_factory=list)
+
+
+def _export_checked(model: torch.nn.Module
+                    ) -> tuple[netgraph.Network, dict[str, student_io.FloatWeight], dict[str, str]]:
+    """``student_io.export_with_float`` after the module and neuron checks, then every range
+    check; raises ConvertError when a synapse's float weights do not re-quantise to its own."""
     student_io.check_modules(model)
     student_io.check_neuron_params(model)
     net, floats, sources = student_io.export_with_float(model)
@@ -168,116 +132,145 @@ def convert_model(model: torch.nn.Module, info: dict, out: Path,
     if not_requant:
         raise ConvertError(f"convert: {not_requant[0]} ({sources.get(not_requant[0], '?')}): its "
                            f"float weights do not re-quantise to the exported ones")
-    # stock netx: chain networks only, lowered to netx's layer types
-    lowered, netx_note, layout = None, "", {}
+    return net, floats, sources
+
+
+def _netx_form(net: netgraph.Network) -> _NetxForm:
+    """Stock netx: chain networks only, lowered to netx's layer types."""
     try:
         order = netx_io.chain_order(net)
     except ValueError as e:
-        netx_note = f"graph network ({e}); /mksgn section only"
-    else:
-        try:
-            lowered, layout = netx_lower.lower(net, order)
-        except ValueError as e:
-            netx_note = f"chain network, but {e}"
-    netx_layers: list[dict] = []
-    if lowered is not None:
-        try:
-            netx_layers = _netx_layer_map(lowered, layout)
-        except ValueError as e:     # the writer refuses it (e.g. netx's weight sign modes)
-            netx_note = f"chain network, but netx cannot hold it: {e}"
-            lowered = None
-    seconds["export"] = time.perf_counter() - t
+        return _NetxForm(note=f"graph network ({e}); /mksgn section only")
+    try:
+        lowered, layout = netx_lower.lower(net, order)
+    except ValueError as e:
+        return _NetxForm(note=f"chain network, but {e}")
+    try:
+        layers = _netx_layer_map(lowered, layout)
+    except ValueError as e:     # the writer refuses it (e.g. netx's weight sign modes)
+        return _NetxForm(note=f"chain network, but netx cannot hold it: {e}")
+    note = f"{len(layers)} layers; " + (
+        netx_lower.FOLD_TEXT if "folded" in layout.values() else "same layout as /mksgn")
+    return _NetxForm(lowered, note, layers)
 
-    cfg = info["config"]
-    layout_obj = info["layout"]
-    window = int(getattr(cfg.model, "frames", cfg.data.window))
-    modalities = [e.modality for e in net.encoders]
+
+def _stamp_meta(net: netgraph.Network, info: dict, window: int, netx: _NetxForm) -> None:
+    """Record in ``net.meta`` the window, the tool, the source's sha256 and, for a network with a
+    /layer section, which netx layer holds which of its groups, and how."""
     net.meta = dict(net.meta)
     net.meta.update({"window": window, "converted_by": "mksgn convert",
                      "source_sha256": sha256(Path(info["file"])) if "file" in info else None})
-    if lowered is not None:
-        # the graph section records which /layer holds which of its groups, and how
-        net.meta["netx"] = {"layers": netx_layers, "fold": netx_lower.FOLD_TEXT}
-        netx_note = f"{len(netx_layers)} layers; " + (
-            netx_lower.FOLD_TEXT if "folded" in layout.values() else "same layout as /mksgn")
+    if netx.lowered is not None:
+        net.meta["netx"] = {"layers": netx.layers, "fold": netx_lower.FOLD_TEXT}
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+
+def _student_onnx(tmp: Path, net: netgraph.Network, floats: dict[str, student_io.FloatWeight],
+                  info: dict, window: int) -> dict:
+    """Write tmp/student_float.onnx (``onnx_export.FloatRateModel``); its manifest entry."""
+    cfg = info["config"]
+    example = onnx_export.example_input(cfg.model, info["layout"], window)
+    rate_model = onnx_export.FloatRateModel(net, floats, [e.modality for e in net.encoders]).eval()
+    onnx_export.export_onnx(rate_model, example, tmp / "student_float.onnx")
+    return {"contents": "float rate-coded ANN counterpart of the student (float "
+                        "weights, CUBA groups as clip((a/d_i + b)/vth, 0, 1) rates; "
+                        "see docs/netfile.md)",
+            "input": "x float32 (N, K, 3, T, V, M)", "output": "logits (N, classes)",
+            "max_rel_diff_onnxruntime": onnx_export.check_onnx(
+                tmp / "student_float.onnx", rate_model, example)}
+
+
+def _teacher_onnx(tmp: Path, teacher_model: torch.nn.Module, teacher_info: dict) -> dict:
+    """Write tmp/teacher.onnx (the trained teacher's logits); its manifest entry."""
+    tcfg = teacher_info["config"]
+    # one sample: tracing and the onnxruntime check each run the teacher once
+    t_example = onnx_export.example_input(tcfg.model, teacher_info["layout"],
+                                          int(tcfg.data.window), batch=1)
+    wrapper = onnx_export.LogitsOnly(teacher_model).eval()
     try:
+        onnx_export.export_onnx(wrapper, t_example, tmp / "teacher.onnx")
+    except Exception as e:  # noqa: BLE001
+        raise ConvertError(f"{teacher_info['file']}: the teacher does not export to ONNX "
+                           f"({type(e).__name__}: {student_io.first_line(e)})") from None
+    return {"input": "x float32 (N, K, 3, T, V, M)", "output": "logits (N, classes)",
+            "max_rel_diff_onnxruntime": onnx_export.check_onnx(tmp / "teacher.onnx",
+                                                               wrapper, t_example)}
+
+
+def _input_entry(net: netgraph.Network, encoders: list[mf.EncoderRow], cfg, layout_obj,
+                 window: int) -> dict:
+    """The manifest's ``input``: modalities, window, data, layout and the input encoding."""
+    return {"modalities": [e.modality for e in net.encoders], "window": window,
+            "dataset": prepared_dataset(cfg.data.benchmark_dir()),
+            "benchmark": cfg.data.benchmark, "pipeline": cfg.data.pipeline,
+            "layout": layout_obj.name, "joints": layout_obj.num_joints, "persons": "fold",
+            "encoding": {"text": mf.encoding_text(net),
+                         "encoders": [{"modality": e.modality, "group": e.dst,
+                                       "input_frac_bits": e.input_frac_bits,
+                                       "shift": e.shift} for e in encoders]}}
+
+
+def _manifest(tmp: Path, net: netgraph.Network, floats: dict[str, student_io.FloatWeight],
+              sources: dict[str, str], info: dict, window: int, netx: _NetxForm,
+              report: compat.CompatReport, onnx_info: dict,
+              teacher_entry: dict | None) -> mf.Manifest:
+    """The manifest of the files already in ``tmp`` (their sha256 included)."""
+    encoders = mf.encoder_table(net, floats, sources)
+    layers = mf.layer_table(net, floats, sources)
+    return mf.Manifest(
+        schema=mf.SCHEMA, tool="mksgn convert",
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        versions=mf.versions(), source=_run_info(info, info["file"]),
+        input=_input_entry(net, encoders, info["config"], info["layout"], window),
+        num_steps=net.num_steps, time_steps=net.meta.get("time_steps"),
+        readout={"group": net.readout, "logit_scale": net.meta.get("logit_scale"),
+                 "classes": int(np.prod(net.group(net.readout).shape)) if net.readout else 0,
+                 "text": "class scores: the readout group's v after the last step; "
+                         "logits = v / logit_scale"},
+        layers=layers, encoders=encoders,
+        netx={"stock_netx": netx.lowered is not None, "note": netx.note, "layers": netx.layers},
+        onnx=onnx_info, teacher=teacher_entry,
+        totals={"neurons": report.resources.neurons, "synapses": report.resources.synapses,
+                "loihi2_cores": report.resources.loihi2_cores,
+                "quant_rel_l2_max": max((r.quant_error.rel_l2 for r in layers
+                                         if r.quant_error), default=None)},
+        files={p.name: sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()})
+
+
+def convert_model(model: torch.nn.Module, info: dict, out: Path,
+                  teacher_model: torch.nn.Module | None = None, teacher_info: dict | None = None,
+                  force: bool = False, seconds: dict[str, float] | None = None) -> ConvertResult:
+    """Convert an already loaded student (``info`` as from ``student_io.load``)."""
+    out = Path(out)
+    check_out(out, force)
+    seconds = dict(seconds or {})
+    t = time.perf_counter()
+    net, floats, sources = _export_checked(model)
+    netx = _netx_form(net)
+    seconds["export"] = time.perf_counter() - t
+
+    cfg = info["config"]
+    window = int(getattr(cfg.model, "frames", cfg.data.window))
+    _stamp_meta(net, info, window, netx)
+    with staged(out) as tmp:
         t = time.perf_counter()
-        netgraph.save(net, tmp / "model.net", extra_writer=None if lowered is None else (
-            lambda h5: netx_io.write_netx_layers(lowered, h5)))
+        netgraph.save(net, tmp / "model.net", extra_writer=None if netx.lowered is None else (
+            lambda h5: netx_io.write_netx_layers(netx.lowered, h5)))
         seconds["model.net"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        example = _example_input(cfg.model, layout_obj, window)
-        rate_model = onnx_export.FloatRateModel(net, floats, modalities).eval()
-        onnx_export.export_onnx(rate_model, example, tmp / "student_float.onnx")
         onnx_info = {"opset": onnx_export.OPSET,
-                     "student_float.onnx": {
-                         "contents": "float rate-coded ANN counterpart of the student (float "
-                                     "weights, CUBA groups as clip((a/d_i + b)/vth, 0, 1) rates; "
-                                     "see docs/netfile.md)",
-                         "input": "x float32 (N, K, 3, T, V, M)", "output": "logits (N, classes)",
-                         "max_rel_diff_onnxruntime": onnx_export.check_onnx(
-                             tmp / "student_float.onnx", rate_model, example)}}
+                     "student_float.onnx": _student_onnx(tmp, net, floats, info, window)}
         teacher_entry = None
         if teacher_model is not None:
-            tcfg = teacher_info["config"]
-            # one sample: tracing and the onnxruntime check each run the teacher once
-            t_example = _example_input(tcfg.model, teacher_info["layout"], int(tcfg.data.window),
-                                       batch=1)
-            wrapper = onnx_export.LogitsOnly(teacher_model).eval()
-            try:
-                onnx_export.export_onnx(wrapper, t_example, tmp / "teacher.onnx")
-            except Exception as e:  # noqa: BLE001
-                raise ConvertError(f"{teacher_info['file']}: the teacher does not export to ONNX "
-                                   f"({type(e).__name__}: {student_io._first_line(e)})") from None
-            onnx_info["teacher.onnx"] = {
-                "input": "x float32 (N, K, 3, T, V, M)", "output": "logits (N, classes)",
-                "max_rel_diff_onnxruntime": onnx_export.check_onnx(tmp / "teacher.onnx",
-                                                                   wrapper, t_example)}
+            onnx_info["teacher.onnx"] = _teacher_onnx(tmp, teacher_model, teacher_info)
             teacher_entry = _run_info(teacher_info, teacher_info["file"])
         seconds["onnx"] = time.perf_counter() - t
 
-        report = compat.compat_report(net, stock_netx=lowered is not None,
-                                      stock_netx_note=netx_note)
+        report = compat.compat_report(net, stock_netx=netx.lowered is not None,
+                                      stock_netx_note=netx.note)
         (tmp / "compat.json").write_text(json.dumps(report.to_dict(), indent=1))
         shutil.copyfile(info["file"], tmp / "student.pt")
-
-        encoders = mf.encoder_table(net, floats, sources)
-        layers = mf.layer_table(net, floats, sources)
-        man = mf.Manifest(
-            schema=mf.SCHEMA, tool="mksgn convert",
-            created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            versions=mf.versions(), source=_run_info(info, info["file"]),
-            input={"modalities": modalities, "window": window,
-                   "dataset": _dataset_name(cfg), "benchmark": cfg.data.benchmark,
-                   "pipeline": cfg.data.pipeline,
-                   "layout": layout_obj.name, "joints": layout_obj.num_joints,
-                   "persons": "fold",
-                   "encoding": {"text": mf.encoding_text(net),
-                                "encoders": [{"modality": e.modality, "group": e.dst,
-                                              "input_frac_bits": e.input_frac_bits,
-                                              "shift": e.shift} for e in encoders]}},
-            num_steps=net.num_steps, time_steps=net.meta.get("time_steps"),
-            readout={"group": net.readout, "logit_scale": net.meta.get("logit_scale"),
-                     "classes": int(np.prod(net.group(net.readout).shape)) if net.readout else 0,
-                     "text": "class scores: the readout group's v after the last step; "
-                             "logits = v / logit_scale"},
-            layers=layers, encoders=encoders,
-            netx={"stock_netx": lowered is not None, "note": netx_note, "layers": netx_layers},
-            onnx=onnx_info, teacher=teacher_entry,
-            totals={"neurons": report.resources.neurons, "synapses": report.resources.synapses,
-                    "loihi2_cores": report.resources.loihi2_cores,
-                    "quant_rel_l2_max": max((r.quant_error.rel_l2 for r in layers
-                                             if r.quant_error), default=None)},
-            files={p.name: sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()})
+        man = _manifest(tmp, net, floats, sources, info, window, netx, report, onnx_info,
+                        teacher_entry)
         (tmp / "manifest.json").write_text(json.dumps(man.to_dict(), indent=1))
-        _commit(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return ConvertResult(out=out, network=net, report=report, manifest=man, seconds=seconds)

@@ -36,10 +36,9 @@ operation counts; its accuracy is not the spiking student's.
 """
 from __future__ import annotations
 
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -49,10 +48,16 @@ from torch import nn
 from mksgn import loihi
 from mksgn.netgraph import Network
 
-from .student_io import FloatWeight
+from .outdir import check_out, staged
+from .student_io import ConvertError, FloatWeight, first_line
+
+if TYPE_CHECKING:
+    from mksgn.data.layouts import Layout
+    from mksgn.data.prepare import DatasetSpec
+    from mksgn.train.config import RunConfig
 
 __all__ = ["FloatRateModel", "LogitsOnly", "export_onnx", "check_onnx", "OPSET", "TeacherGraph",
-           "teacher_graph", "TEACHER_GRAPH_KEYS"]
+           "teacher_graph", "TEACHER_GRAPH_KEYS", "example_input"]
 
 OPSET = 17
 # ONNX metadata_props of a teacher graph built from a config (``teacher_graph``)
@@ -239,6 +244,36 @@ class TeacherGraph:
                 self.persons)
 
 
+def _teacher_spec(config: Path, dataset: str | None
+                  ) -> tuple[RunConfig, str, DatasetSpec, Layout]:
+    """(run config, dataset name, its DatasetSpec, its layout) for ``teacher_graph``; raises
+    ConvertError naming ``config`` when it is not a teacher's or does not fit the dataset."""
+    from mksgn.data.layouts import get_layout
+    from mksgn.data.prepare import DATASET_SPECS, prepared_dataset
+    from mksgn.train.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(config)
+    except ConfigError as e:
+        raise ConvertError(str(e)) from None
+    if cfg.kind != "teacher":
+        raise ConvertError(f"{config}: a {cfg.kind!r} run config where a teacher's is needed")
+    dataset = dataset or prepared_dataset(cfg.data.benchmark_dir())
+    if dataset is None:
+        raise ConvertError(f"{config}: which dataset? its prepared data ({cfg.data.prepared}) is "
+                           "not there to say; give --dataset")
+    if dataset not in DATASET_SPECS:
+        raise ConvertError(f"{config}: unknown dataset {dataset!r}; choose from "
+                           f"{', '.join(DATASET_SPECS)}")
+    spec = DATASET_SPECS[dataset]
+    if int(cfg.model.persons) != spec.persons:
+        # training refuses this too (train.loop): the data_bn width is persons x joints x coords
+        raise ConvertError(f"{config}: model.persons is {int(cfg.model.persons)} but {dataset} "
+                           f"holds {spec.persons} body slot(s) per sample; set model.persons: "
+                           f"{spec.persons}")
+    return cfg, dataset, spec, get_layout(dataset)
+
+
 def teacher_graph(config: str | Path, dataset: str | None, out: str | Path,
                   force: bool = False) -> TeacherGraph:
     """Write ``out/teacher.onnx``: the teacher of run config ``config`` for ``dataset``, untrained.
@@ -250,66 +285,44 @@ def teacher_graph(config: str | Path, dataset: str | None, out: str | Path,
     info.json. ``out`` is written like convert's output directory (all or nothing; an existing
     non-empty ``out`` only with ``force``). Raises ConvertError with one line naming the file.
     """
-    from mksgn.data.layouts import get_layout
-    from mksgn.data.prepare import DATASET_SPECS
     from mksgn.train.checkpoint import build_model
-    from mksgn.train.config import ConfigError, load_config
-
-    from .convert import _check_out, _commit, _dataset_name, _example_input
-    from .student_io import ConvertError, _first_line
 
     out, config = Path(out), Path(config)
-    _check_out(out, force)
-    try:
-        cfg = load_config(config)
-    except ConfigError as e:
-        raise ConvertError(str(e)) from None
-    if cfg.kind != "teacher":
-        raise ConvertError(f"{config}: a {cfg.kind!r} run config where a teacher's is needed")
-    dataset = dataset or _dataset_name(cfg)
-    if dataset is None:
-        raise ConvertError(f"{config}: which dataset? its prepared data ({cfg.data.prepared}) is "
-                           "not there to say; give --dataset")
-    if dataset not in DATASET_SPECS:
-        raise ConvertError(f"{config}: unknown dataset {dataset!r}; choose from "
-                           f"{', '.join(DATASET_SPECS)}")
-    spec, layout = DATASET_SPECS[dataset], get_layout(dataset)
-    persons = int(cfg.model.persons)
-    if persons != spec.persons:
-        # training refuses this too (train.loop): the data_bn width is persons x joints x coords
-        raise ConvertError(f"{config}: model.persons is {persons} but {dataset} holds "
-                           f"{spec.persons} body slot(s) per sample; set model.persons: "
-                           f"{spec.persons}")
+    check_out(out, force)
+    cfg, dataset, spec, layout = _teacher_spec(config, dataset)
     window = int(cfg.data.window)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)        # see convert.convert: one thread is fastest for one sample
     try:
         torch.manual_seed(0)
         model = build_model("teacher", cfg.model, spec.num_classes, layout).eval()
-        example = _example_input(cfg.model, layout, window, batch=1)
+        example = example_input(cfg.model, layout, window, batch=1)
         meta = {"mksgn.config": str(config), "mksgn.dataset": dataset, "mksgn.weights": UNTRAINED,
                 "mksgn.input": "x float32 (N, K, C, T, V, M) = (n, "
                                 + ", ".join(map(str, example.shape[1:])) + ")"}
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        try:
+        with staged(out) as tmp:
             try:
                 export_onnx(LogitsOnly(model), example, tmp / "teacher.onnx", meta)
             except Exception as e:  # noqa: BLE001
                 raise ConvertError(f"{config}: the teacher does not export to ONNX "
-                                   f"({type(e).__name__}: {_first_line(e)})") from None
-            _commit(tmp, out)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+                                   f"({type(e).__name__}: {first_line(e)})") from None
     finally:
         torch.set_num_threads(threads)
     return TeacherGraph(path=out / "teacher.onnx", config=str(config), dataset=dataset,
-                        num_classes=spec.num_classes, layout=layout.name, persons=persons,
-                        window=window, modalities=tuple(cfg.model.modalities),
+                        num_classes=spec.num_classes, layout=layout.name,
+                        persons=int(cfg.model.persons), window=window,
+                        modalities=tuple(cfg.model.modalities),
                         params=sum(p.numel() for p in model.parameters()))
+
+
+def example_input(cfg_model, layout, window: int, batch: int = 2) -> torch.Tensor:
+    """A deterministic sample (N, K, 3, T, V, M) of skeleton-like magnitudes for ONNX checks
+    (N = batch; K, M from the model config ``cfg_model``; V from the skeleton ``layout``)."""
+    k = len(cfg_model.modalities)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, k, getattr(cfg_model, "coords", 3), window, layout.num_joints,
+                    getattr(cfg_model, "persons", 2), generator=g) * 0.5
+    return x
 
 
 def check_onnx(path: str | Path, module: nn.Module, example: torch.Tensor) -> float | None:

@@ -25,10 +25,11 @@ import torch
 from torch import nn
 
 from mksgn import loihi
-from mksgn.netgraph import Network, Synapse
+from mksgn.netgraph import Encoder, Network, NeuronGroup, Synapse
 
-__all__ = ["ConvertError", "FloatWeight", "load", "check_modules", "check_neuron_params",
-           "export_with_float", "requantize_matches", "check_ranges", "TRAINING_ONLY"]
+__all__ = ["ConvertError", "FloatWeight", "first_line", "load", "check_modules",
+           "check_neuron_params", "export_with_float", "requantize_matches", "check_ranges",
+           "TRAINING_ONLY"]
 
 # Top-level children of the student that exist only for training losses and are not deployed:
 # ``aux``: the per-modality auxiliary heads of the mutual-information loss (train/student.py).
@@ -93,16 +94,17 @@ def _diagnose(file: Path, kind: str, err: BaseException) -> str:
     try:
         raw = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file is the same user error
-        return f"{file}: not a readable checkpoint ({type(e).__name__}: {_first_line(e)})"
+        return f"{file}: not a readable checkpoint ({type(e).__name__}: {first_line(e)})"
     if not isinstance(raw, dict) or not {"kind", "config", "model"} <= set(raw):
         return f"{file}: not an mksgn checkpoint (no kind/config/model entries)"
     if raw["kind"] != kind:
         return _wrong_kind(file, raw["kind"], kind)
     return (f"{file}: cannot rebuild the {kind} from this checkpoint "
-            f"({type(err).__name__}: {_first_line(err)})")
+            f"({type(err).__name__}: {first_line(err)})")
 
 
-def _first_line(e: BaseException) -> str:
+def first_line(e: BaseException) -> str:
+    """The first line of ``str(e)`` (its type's name when empty), for one-line errors."""
     text = str(e).strip().splitlines()
     return text[0] if text else type(e).__name__
 
@@ -201,7 +203,7 @@ def export_with_float(model: nn.Module) -> tuple[Network, dict[str, FloatWeight]
         model.eval()
         net = model.to_network()
     except ValueError as e:
-        raise ConvertError(f"convert: the student's export failed: {_first_line(e)}") from None
+        raise ConvertError(f"convert: the student's export failed: {first_line(e)}") from None
     finally:
         for mod in wrapped:
             mod.__dict__.pop("export", None)
@@ -254,60 +256,81 @@ def check_ranges(net: Network, floats: dict[str, FloatWeight], sources: dict[str
         return f"{name} ({sources[name]})" if name in sources else name
 
     for s in net.synapses:
-        w = np.asarray(s.weight)
-        if not loihi.WEIGHT_EXP_MIN <= s.weight_exp <= loihi.WEIGHT_EXP_MAX:
-            raise ConvertError(f"convert: {where(s.name)}: weight exponent {s.weight_exp} outside "
-                               f"Loihi's [{loihi.WEIGHT_EXP_MIN}, {loihi.WEIGHT_EXP_MAX}]")
-        if w.size and (w.min() < loihi.WEIGHT_MIN or w.max() > loihi.WEIGHT_MAX):
-            bad = int(w.min()) if w.min() < loihi.WEIGHT_MIN else int(w.max())
-            raise ConvertError(f"convert: {where(s.name)}: weight mantissa {bad} outside Loihi's "
-                               f"8-bit [{loihi.WEIGHT_MIN}, {loihi.WEIGHT_MAX}]")
+        _check_synapse_format(s, where(s.name))
         fw = floats.get(s.name)
         if fw is not None and fw.weight.size:
-            eff = w.astype(np.float64) * 2.0 ** s.weight_exp
-            ref = fw.weight
-            if fixed_exp is not None and s.weight_exp == fixed_exp:
-                ref = np.clip(ref, loihi.WEIGHT_MIN * 2.0 ** fixed_exp,
-                              loihi.WEIGHT_MAX * 2.0 ** fixed_exp)
-            err = np.abs(ref - eff)
-            i = int(np.argmax(err))
-            if err.flat[i] > 2.0 ** s.weight_exp * (1 + 1e-6):
-                big = float(fw.weight.flat[i])
-                lim = loihi.WEIGHT_MAX * 2.0 ** loihi.WEIGHT_EXP_MAX
-                raise ConvertError(
-                    f"convert: {where(s.name)}: weight {big / loihi.STATE_SCALE:.6g} "
-                    f"({big:.6g} a-units) overflows Loihi's range: 8-bit mantissa x 2**"
-                    f"{loihi.WEIGHT_EXP_MAX} holds at most +/-{lim:.0f} a-units")
+            _check_weight_overflow(s, fw, fixed_exp, where(s.name))
     for g in net.groups:
-        p = g.params
-        if g.bias is not None and np.size(g.bias):
-            b = np.asarray(g.bias)
-            if b.min() < loihi.BIAS_MANT_MIN or b.max() > loihi.BIAS_MANT_MAX:
-                bad = int(b.min()) if b.min() < loihi.BIAS_MANT_MIN else int(b.max())
-                raise ConvertError(f"convert: {where(g.name)}: bias mantissa {bad} outside "
-                                   f"Loihi's 13-bit [{loihi.BIAS_MANT_MIN}, {loihi.BIAS_MANT_MAX}]")
-        if not 0 <= p.vth_mant <= loihi.VTH_MANT_MAX:
-            raise ConvertError(f"convert: {where(g.name)}: threshold vThMant {p.vth_mant} outside "
-                               f"Loihi's 17-bit [0, {loihi.VTH_MANT_MAX}]")
-        for key, d in (("iDecay", p.i_decay), ("vDecay", p.v_decay)):
-            if not 0 <= d <= loihi.DECAY_UNITY:
-                raise ConvertError(f"convert: {where(g.name)}: {key} {d} outside Loihi's "
-                                   f"12-bit [0, {loihi.DECAY_UNITY}]")
-    from mksgn import quant
+        _check_group(g, where(g.name))
     for e in net.encoders:
         fw = floats.get(e.name)
-        if fw is None:
-            continue
-        scale = 2.0 ** (e.shift - e.input_frac_bits)
-        werr = np.abs(fw.weight * scale - np.asarray(e.weight, np.float64))
-        if werr.size and werr.max() > 0.5 + 1e-6:
-            raise ConvertError(f"convert: {where(e.name)}: encoder weight overflows the host's "
-                               f"{quant.ENCODER_WEIGHT_MAX.bit_length() + 1}-bit integer conv")
-        berr = np.abs(fw.bias * 2.0 ** e.shift - np.asarray(e.bias, np.float64))
-        if berr.size and berr.max() > 0.5 + 1e-6:
-            raise ConvertError(f"convert: {where(e.name)}: encoder bias "
-                               f"{float(fw.bias.flat[int(np.argmax(berr))]):.6g} a-units "
-                               f"overflows the host's 32-bit integer bias")
+        if fw is not None:
+            _check_encoder(e, fw, where(e.name))
+
+
+def _check_synapse_format(s: Synapse, where: str) -> None:
+    """The exported weight exponent and mantissas are within Loihi's 4-bit and 8-bit ranges."""
+    w = np.asarray(s.weight)
+    if not loihi.WEIGHT_EXP_MIN <= s.weight_exp <= loihi.WEIGHT_EXP_MAX:
+        raise ConvertError(f"convert: {where}: weight exponent {s.weight_exp} outside "
+                           f"Loihi's [{loihi.WEIGHT_EXP_MIN}, {loihi.WEIGHT_EXP_MAX}]")
+    if w.size and (w.min() < loihi.WEIGHT_MIN or w.max() > loihi.WEIGHT_MAX):
+        bad = int(w.min()) if w.min() < loihi.WEIGHT_MIN else int(w.max())
+        raise ConvertError(f"convert: {where}: weight mantissa {bad} outside Loihi's "
+                           f"8-bit [{loihi.WEIGHT_MIN}, {loihi.WEIGHT_MAX}]")
+
+
+def _check_weight_overflow(s: Synapse, fw: FloatWeight, fixed_exp: int | None,
+                           where: str) -> None:
+    """The float weights (a-units) are within one exponent step of the exported ``m * 2**e``:
+    further away, the quantiser clipped them (``check_ranges``)."""
+    eff = np.asarray(s.weight).astype(np.float64) * 2.0 ** s.weight_exp
+    ref = fw.weight
+    if fixed_exp is not None and s.weight_exp == fixed_exp:
+        ref = np.clip(ref, loihi.WEIGHT_MIN * 2.0 ** fixed_exp,
+                      loihi.WEIGHT_MAX * 2.0 ** fixed_exp)
+    err = np.abs(ref - eff)
+    i = int(np.argmax(err))
+    if err.flat[i] > 2.0 ** s.weight_exp * (1 + 1e-6):
+        big = float(fw.weight.flat[i])
+        lim = loihi.WEIGHT_MAX * 2.0 ** loihi.WEIGHT_EXP_MAX
+        raise ConvertError(
+            f"convert: {where}: weight {big / loihi.STATE_SCALE:.6g} "
+            f"({big:.6g} a-units) overflows Loihi's range: 8-bit mantissa x 2**"
+            f"{loihi.WEIGHT_EXP_MAX} holds at most +/-{lim:.0f} a-units")
+
+
+def _check_group(g: NeuronGroup, where: str) -> None:
+    """A group's bias mantissas (13-bit signed), threshold (17-bit) and decays (12-bit)."""
+    p = g.params
+    if g.bias is not None and np.size(g.bias):
+        b = np.asarray(g.bias)
+        if b.min() < loihi.BIAS_MANT_MIN or b.max() > loihi.BIAS_MANT_MAX:
+            bad = int(b.min()) if b.min() < loihi.BIAS_MANT_MIN else int(b.max())
+            raise ConvertError(f"convert: {where}: bias mantissa {bad} outside "
+                               f"Loihi's 13-bit [{loihi.BIAS_MANT_MIN}, {loihi.BIAS_MANT_MAX}]")
+    if not 0 <= p.vth_mant <= loihi.VTH_MANT_MAX:
+        raise ConvertError(f"convert: {where}: threshold vThMant {p.vth_mant} outside "
+                           f"Loihi's 17-bit [0, {loihi.VTH_MANT_MAX}]")
+    for key, d in (("iDecay", p.i_decay), ("vDecay", p.v_decay)):
+        if not 0 <= d <= loihi.DECAY_UNITY:
+            raise ConvertError(f"convert: {where}: {key} {d} outside Loihi's "
+                               f"12-bit [0, {loihi.DECAY_UNITY}]")
+
+
+def _check_encoder(e: Encoder, fw: FloatWeight, where: str) -> None:
+    """The host's integer encoder holds the float weights and bias (rounding only, no clip)."""
+    from mksgn import quant
+    scale = 2.0 ** (e.shift - e.input_frac_bits)
+    werr = np.abs(fw.weight * scale - np.asarray(e.weight, np.float64))
+    if werr.size and werr.max() > 0.5 + 1e-6:
+        raise ConvertError(f"convert: {where}: encoder weight overflows the host's "
+                           f"{quant.ENCODER_WEIGHT_MAX.bit_length() + 1}-bit integer conv")
+    berr = np.abs(fw.bias * 2.0 ** e.shift - np.asarray(e.bias, np.float64))
+    if berr.size and berr.max() > 0.5 + 1e-6:
+        raise ConvertError(f"convert: {where}: encoder bias "
+                           f"{float(fw.bias.flat[int(np.argmax(berr))]):.6g} a-units "
+                           f"overflows the host's 32-bit integer bias")
 
 
 def check_neuron_params(model: nn.Module) -> None:

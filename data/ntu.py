@@ -156,13 +156,8 @@ def _int_field(tok: str, path, line: int, what: str) -> int:
     return int(tok)
 
 
-def parse_skeleton(raw: bytes | str, path: str | Path = "<memory>") -> SkeletonSequence:
-    """Parse the text of a ``.skeleton`` file (see module docstring). Strict: any deviation raises.
-
-    Line numbers in errors are 1-based. Blank lines at the end of the file are allowed; any other
-    text after the last frame is an error (the frame count would then be wrong).
-    """
-    path = str(path)
+def _text_lines(raw: bytes | str, path: str) -> list[str]:
+    """The lines of an ASCII text without NUL bytes; SkeletonFileError naming the line if not."""
     if isinstance(raw, bytes):
         try:
             text = raw.decode("ascii")
@@ -172,9 +167,12 @@ def parse_skeleton(raw: bytes | str, path: str | Path = "<memory>") -> SkeletonS
         text = raw
     if "\x00" in text:
         raise SkeletonFileError(path, text[: text.index("\x00")].count("\n") + 1, "NUL byte in text")
-    lines = text.splitlines()
-    n_lines = len(lines)
-    if n_lines == 0 or not lines[0].strip():
+    return text.splitlines()
+
+
+def _frame_count(lines: list[str], path: str) -> int:
+    """The frame count of line 1 (at least 1)."""
+    if not lines or not lines[0].strip():
         raise SkeletonFileError(path, 1, "empty file (no frame count)")
     first = lines[0].split()
     if len(first) != 1:
@@ -182,7 +180,95 @@ def parse_skeleton(raw: bytes | str, path: str | Path = "<memory>") -> SkeletonS
     num_frames = _int_field(first[0], path, 1, "frame count")
     if num_frames == 0:
         raise SkeletonFileError(path, 1, "zero frames")
+    return num_frames
 
+
+def _count_line(lines: list[str], i: int, path: str, what: str) -> int:
+    """The single non-negative integer on line index ``i`` (``what``: "body count", ...)."""
+    toks = lines[i].split()
+    if len(toks) != 1:
+        raise SkeletonFileError(path, i + 1, f"{what} line has {len(toks)} fields, expected 1")
+    return _int_field(toks[0], path, i + 1, what)
+
+
+def _numeric(tokens: list[str]) -> bool:
+    """Whether every token is a float literal as the released files write them (no ``_``)."""
+    try:
+        np.array(tokens, dtype=np.float64)
+    except ValueError:
+        return False
+    return not any("_" in t for t in tokens)
+
+
+def _body_header(lines: list[str], cur: int, frame: int, path: str) -> str:
+    """The body ID of the body line at index ``cur``, its 10 fields and the joint count after it
+    checked (``frame``: 0-based, for messages)."""
+    if cur + 1 >= len(lines):
+        raise SkeletonFileError(path, min(cur, len(lines)) + 1, f"truncated: file ends in frame {frame + 1}")
+    btoks = lines[cur].split()
+    if len(btoks) != BODY_FIELDS:
+        raise SkeletonFileError(path, cur + 1, f"body line has {len(btoks)} fields, expected {BODY_FIELDS}")
+    body_id = str(_int_field(btoks[0], path, cur + 1, "body ID"))
+    if not _numeric(btoks[1:]):
+        raise SkeletonFileError(path, cur + 1, "non-numeric field in body line")
+    n_joints = _count_line(lines, cur + 1, path, "joint count")
+    if n_joints != NUM_JOINTS:
+        raise SkeletonFileError(path, cur + 2, f"joint count {n_joints}, expected {NUM_JOINTS}")
+    return body_id
+
+
+def _joint_xyz(lines: list[str], start: int, frame: int, path: str) -> np.ndarray:
+    """x, y, z (25, 3) float64 metres of the 25 joint lines from index ``start``."""
+    if start + NUM_JOINTS > len(lines):
+        raise SkeletonFileError(path, len(lines) + 1, f"truncated: file ends inside the joints of frame {frame + 1}")
+    rows = [ln.split() for ln in lines[start:start + NUM_JOINTS]]
+    for k, r in enumerate(rows):
+        if len(r) != JOINT_FIELDS:
+            raise SkeletonFileError(path, start + k + 1,
+                                    f"joint line has {len(r)} fields, expected {JOINT_FIELDS}")
+    try:
+        values = np.array(rows, dtype=np.float64)
+        bad_text = any("_" in ln for ln in lines[start:start + NUM_JOINTS])
+    except ValueError:
+        values, bad_text = None, True
+    if bad_text:
+        for k, r in enumerate(rows):
+            if not _numeric(r):
+                raise SkeletonFileError(path, start + k + 1, "non-numeric field in joint line")
+    xyz = values[:, :3]
+    finite = np.isfinite(xyz).all(axis=1)
+    if not finite.all():
+        k = int(np.argmin(finite))
+        raise SkeletonFileError(path, start + k + 1, "NaN or infinite joint coordinate")
+    return xyz
+
+
+def _read_body(lines: list[str], cur: int, frame: int, valid: int, bodies: dict[str, Body],
+               path: str) -> int:
+    """Parse the body whose body line is at index ``cur`` into ``bodies`` (valid frame
+    ``valid``); returns the index of the line after its joints."""
+    body_id = _body_header(lines, cur, frame, path)
+    xyz = _joint_xyz(lines, cur + 2, frame, path)
+    body = bodies.get(body_id)
+    if body is None:
+        body = bodies[body_id] = Body(body_id)
+    if body.frames and body.frames[-1] == valid:
+        raise SkeletonFileError(path, cur + 1, f"body {body_id} appears twice in frame {frame + 1}")
+    body.frames.append(valid)
+    body.joints.append(xyz)
+    return cur + 2 + NUM_JOINTS
+
+
+def parse_skeleton(raw: bytes | str, path: str | Path = "<memory>") -> SkeletonSequence:
+    """Parse the text of a ``.skeleton`` file (see module docstring). Strict: any deviation raises.
+
+    Line numbers in errors are 1-based. Blank lines at the end of the file are allowed; any other
+    text after the last frame is an error (the frame count would then be wrong).
+    """
+    path = str(path)
+    lines = _text_lines(raw, path)
+    n_lines = len(lines)
+    num_frames = _frame_count(lines, path)
     bodies: dict[str, Body] = {}
     dropped: list[int] = []
     cur = 1  # index into lines (0-based); error line numbers are cur + 1
@@ -190,10 +276,7 @@ def parse_skeleton(raw: bytes | str, path: str | Path = "<memory>") -> SkeletonS
     for f in range(num_frames):
         if cur >= n_lines:
             raise SkeletonFileError(path, cur + 1, f"truncated: file ends in frame {f + 1} of {num_frames}")
-        toks = lines[cur].split()
-        if len(toks) != 1:
-            raise SkeletonFileError(path, cur + 1, f"body count line has {len(toks)} fields, expected 1")
-        n_bodies = _int_field(toks[0], path, cur + 1, "body count")
+        n_bodies = _count_line(lines, cur, path, "body count")
         cur += 1
         if n_bodies == 0:
             dropped.append(f)
@@ -201,58 +284,7 @@ def parse_skeleton(raw: bytes | str, path: str | Path = "<memory>") -> SkeletonS
         if n_bodies > 6:  # the Kinect v2 tracks at most 6 bodies
             raise SkeletonFileError(path, cur, f"body count {n_bodies} > 6")
         for _ in range(n_bodies):
-            if cur + 1 >= n_lines:
-                raise SkeletonFileError(path, min(cur, n_lines) + 1, f"truncated: file ends in frame {f + 1}")
-            btoks = lines[cur].split()
-            if len(btoks) != BODY_FIELDS:
-                raise SkeletonFileError(path, cur + 1, f"body line has {len(btoks)} fields, expected {BODY_FIELDS}")
-            body_id = str(_int_field(btoks[0], path, cur + 1, "body ID"))
-            try:
-                np.array(btoks[1:], dtype=np.float64)
-                if any("_" in t for t in btoks):
-                    raise ValueError
-            except ValueError:
-                raise SkeletonFileError(path, cur + 1, "non-numeric field in body line") from None
-            jtoks = lines[cur + 1].split()
-            if len(jtoks) != 1:
-                raise SkeletonFileError(path, cur + 2, f"joint count line has {len(jtoks)} fields, expected 1")
-            n_joints = _int_field(jtoks[0], path, cur + 2, "joint count")
-            if n_joints != NUM_JOINTS:
-                raise SkeletonFileError(path, cur + 2, f"joint count {n_joints}, expected {NUM_JOINTS}")
-            start = cur + 2
-            if start + NUM_JOINTS > n_lines:
-                raise SkeletonFileError(path, n_lines + 1, f"truncated: file ends inside the joints of frame {f + 1}")
-            rows = [ln.split() for ln in lines[start:start + NUM_JOINTS]]
-            for k, r in enumerate(rows):
-                if len(r) != JOINT_FIELDS:
-                    raise SkeletonFileError(path, start + k + 1,
-                                            f"joint line has {len(r)} fields, expected {JOINT_FIELDS}")
-            try:
-                values = np.array(rows, dtype=np.float64)
-                bad_text = any("_" in ln for ln in lines[start:start + NUM_JOINTS])
-            except ValueError:
-                values, bad_text = None, True
-            if bad_text:
-                for k, r in enumerate(rows):
-                    try:
-                        np.array(r, dtype=np.float64)
-                        if any("_" in t for t in r):
-                            raise ValueError
-                    except ValueError:
-                        raise SkeletonFileError(path, start + k + 1, "non-numeric field in joint line") from None
-            xyz = values[:, :3]
-            finite = np.isfinite(xyz).all(axis=1)
-            if not finite.all():
-                k = int(np.argmin(finite))
-                raise SkeletonFileError(path, start + k + 1, "NaN or infinite joint coordinate")
-            body = bodies.get(body_id)
-            if body is None:
-                body = bodies[body_id] = Body(body_id)
-            if body.frames and body.frames[-1] == valid:
-                raise SkeletonFileError(path, cur + 1, f"body {body_id} appears twice in frame {f + 1}")
-            body.frames.append(valid)
-            body.joints.append(xyz)
-            cur = start + NUM_JOINTS
+            cur = _read_body(lines, cur, f, valid, bodies, path)
         valid += 1
     for k in range(cur, n_lines):
         if lines[k].strip():

@@ -34,7 +34,7 @@ from .layouts import get_layout
 from .preprocess import DenoiseConfig, prepare_ntu_sequence, prepare_ucla_sequence
 
 __all__ = ["DatasetSpec", "DATASET_SPECS", "DATASETS", "DEFAULT_MAX_FRAMES", "PrepareConfig", "PrepareReport", "prepare",
-           "atomic_write_text", "load_skip_list"]
+           "prepared_dataset", "atomic_write_text", "load_skip_list"]
 
 
 
@@ -287,6 +287,63 @@ def _swap_in(tmp: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+@dataclass
+class _Parsed:
+    """What the parse of every candidate gave: rows in ``store``; here per candidate i its frame
+    count (``frames[i]``) and whether it was kept (``ok[i]``), the skipped files and the notes
+    (kind -> samples)."""
+    store: _RowStore
+    skipped: list[SkippedFile]
+    frames: np.ndarray
+    ok: np.ndarray
+    notes: dict[str, int] = field(default_factory=dict)
+
+    def add(self, i: int, r) -> None:
+        """Record candidate i's result: a SkippedFile or (array (C, T, V, M), notes)."""
+        if isinstance(r, SkippedFile):
+            self.skipped.append(r)
+            return
+        x, sample_notes = r
+        self.store.put(i, x)
+        self.frames[i] = x.shape[1]
+        self.ok[i] = True
+        for s in sample_notes:
+            key = _note_kind(s)
+            self.notes[key] = self.notes.get(key, 0) + 1
+
+
+def _write_benchmark(d: Path, cfg: PrepareConfig, bench: str, cands: list[_Candidate],
+                     kept: list[int], parsed: _Parsed, t_max: int) -> dict[str, int]:
+    """Write benchmark ``bench``'s splits and its info.json (last: it marks the directory
+    complete) into the new directory ``d``; returns the samples per split."""
+    layout, spec = get_layout(cfg.dataset), DATASET_SPECS[cfg.dataset]
+    labels = np.array([c.name.label for c in cands] or [0], np.int64)
+    names = [str(c.name) for c in cands]
+    d.mkdir()
+    split_rows: dict[str, list[int]] = {"train": [], "test": []}
+    for i in kept:
+        split_rows[_split_of(cfg.dataset, cands[i].name, bench)].append(i)
+    for split, rows in split_rows.items():
+        _write_split(d, split, parsed.store, rows, t_max, labels, names, parsed.frames)
+    counts = {s: len(r) for s, r in split_rows.items()}
+    info = {"format_version": FORMAT_VERSION, "dataset": cfg.dataset, "benchmark": bench,
+            "layout": layout.name, "num_classes": spec.num_classes, "num_joints": layout.num_joints,
+            "num_persons": spec.persons, "channels": _CHANNELS, "t_max": t_max,
+            "max_frames": cfg.max_frames, "counts": counts}
+    (d / "info.json").write_text(json.dumps(info, indent=1))
+    return counts
+
+
+def prepared_dataset(benchmark_dir: Path) -> str | None:
+    """The dataset named in a prepared benchmark directory's info.json; None when that file is
+    not there or cannot be read."""
+    try:
+        p = Path(benchmark_dir) / "info.json"
+        return json.loads(p.read_text()).get("dataset") if p.is_file() else None
+    except (OSError, ValueError):
+        return None
+
+
 def prepare(cfg: PrepareConfig, on_start: Callable[[int], None] | None = None,
             on_progress: Callable[[int], None] | None = None) -> PrepareReport:
     """Prepare every standard benchmark of ``cfg.dataset`` from the raw files under ``cfg.root``.
@@ -301,7 +358,6 @@ def prepare(cfg: PrepareConfig, on_start: Callable[[int], None] | None = None,
     t0 = time.perf_counter()
     if not cfg.root.is_dir():
         raise FileNotFoundError(f"{cfg.root}: not a directory")
-    layout = get_layout(cfg.dataset)
     cands, skipped, n_files = _scan(cfg)
     if n_files == 0:
         raise FileNotFoundError(f"{cfg.root}: no {DATASET_SPECS[cfg.dataset].pattern} files found")
@@ -309,59 +365,29 @@ def prepare(cfg: PrepareConfig, on_start: Callable[[int], None] | None = None,
     if on_start:
         on_start(len(cands))
     tmp_root = cfg.out / f".prepare-tmp-{os.getpid()}"
-    notes: dict[str, int] = {}
     store = None
     try:
         tmp_root.mkdir()
         n = len(cands)
-        spec = DATASET_SPECS[cfg.dataset]
-        store = _RowStore(tmp_root / "samples.bin", n, cfg.max_frames, layout.num_joints, spec.persons)
-        frames = np.zeros(max(n, 1), np.int64)
-        ok = np.zeros(max(n, 1), bool)
-
-        def on_result(i: int, r) -> None:
-            if isinstance(r, SkippedFile):
-                skipped.append(r)
-                return
-            x, sample_notes = r
-            store.put(i, x)
-            frames[i] = x.shape[1]
-            ok[i] = True
-            for s in sample_notes:
-                key = _note_kind(s)
-                notes[key] = notes.get(key, 0) + 1
-
-        _run_all(cfg, cands, on_result, on_progress or (lambda k: None))
-        kept = [i for i in range(n) if ok[i]]
+        store = _RowStore(tmp_root / "samples.bin", n, cfg.max_frames,
+                          get_layout(cfg.dataset).num_joints, DATASET_SPECS[cfg.dataset].persons)
+        parsed = _Parsed(store, skipped, np.zeros(max(n, 1), np.int64), np.zeros(max(n, 1), bool))
+        _run_all(cfg, cands, parsed.add, on_progress or (lambda k: None))
+        kept = [i for i in range(n) if parsed.ok[i]]
         if not kept:
             raise ValueError(f"{cfg.root}: none of the {n_files} files could be used "
                              f"({len(skipped)} skipped; first: {skipped[0] if skipped else '-'})")
-        labels = np.array([c.name.label for c in cands] or [0], np.int64)
-        names = [str(c.name) for c in cands]
-        t_max = int(frames[kept].max())
-        num_classes = spec.num_classes
-        counts: dict[str, dict[str, int]] = {}
-        for bench in _benchmarks(cfg.dataset):
-            d = tmp_root / bench
-            d.mkdir()
-            split_rows = {"train": [], "test": []}
-            for i in kept:
-                split_rows[_split_of(cfg.dataset, cands[i].name, bench)].append(i)
-            for split, rows in split_rows.items():
-                _write_split(d, split, store, rows, t_max, labels, names, frames)
-            counts[bench] = {s: len(r) for s, r in split_rows.items()}
-            info = {"format_version": FORMAT_VERSION, "dataset": cfg.dataset, "benchmark": bench,
-                    "layout": layout.name, "num_classes": num_classes, "num_joints": layout.num_joints,
-                    "num_persons": spec.persons, "channels": _CHANNELS, "t_max": t_max,
-                    "max_frames": cfg.max_frames, "counts": counts[bench]}
-            (d / "info.json").write_text(json.dumps(info, indent=1))  # written last: marks complete
+        t_max = int(parsed.frames[kept].max())
+        counts = {bench: _write_benchmark(tmp_root / bench, cfg, bench, cands, kept, parsed, t_max)
+                  for bench in _benchmarks(cfg.dataset)}
         store.close()
         store = None
         for bench in _benchmarks(cfg.dataset):
             _swap_in(tmp_root / bench, cfg.out / bench)
         skipped.sort(key=lambda s: s.path)
         report = PrepareReport(cfg.dataset, str(cfg.root), str(cfg.out), n_files, len(kept), t_max,
-                               num_classes, counts, skipped, notes, round(time.perf_counter() - t0, 3))
+                               DATASET_SPECS[cfg.dataset].num_classes, counts, skipped,
+                               parsed.notes, round(time.perf_counter() - t0, 3))
         atomic_write_text(cfg.out / "prepare_report.json", report.to_json())
         return report
     finally:

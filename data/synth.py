@@ -234,101 +234,179 @@ def _smooth(x: np.ndarray) -> np.ndarray:
     return x * x * (3 - 2 * x)
 
 
+@dataclass(frozen=True)
+class _Cue:
+    """What an action program reads: progress u (T,) through the active part (0..1), its
+    repetitions, amplitude scale and side (+1 / -1), the body; derived from them ``pr`` (index of
+    the primary arm or leg), ``plat`` (T,) (a plateau that ramps in and out), ``bump`` (T,)
+    (``cycles`` smooth repetitions) and ``d`` (one degree times the amplitude, radians)."""
+    u: np.ndarray
+    cycles: int
+    amp: float
+    side: int
+    b: BodyShape
+    pr: int
+    plat: np.ndarray
+    bump: np.ndarray
+    d: float
+
+
+def _wave(p: Pose, c: _Cue) -> None:
+    u, cycles, pr, plat, d = c.u, c.cycles, c.pr, c.plat, c.d
+    p.arm_a[pr] = (8 + 142 * plat) * _DEG
+    p.arm_e[pr] = plat * (25 + 35 * (0.5 + 0.5 * np.sin(2 * np.pi * (2 + cycles) * u))) * d
+    p.arm_hint[pr] = "in"
+
+
+def _kick(p: Pose, c: _Cue) -> None:
+    pr, bump, d = c.pr, c.bump, c.d
+    p.leg_hf[pr] = 75 * bump * d
+    p.leg_k[pr] = (3 + 220 * bump * (1 - bump)) * d  # knee cocks, then extends
+    p.arm_a[:] += 20 * bump * d
+    p.pitch = -8 * bump * d
+
+
+def _squat(p: Pose, c: _Cue) -> None:
+    bump, d = c.bump, c.d
+    p.leg_hf[:] = 90 * bump * d
+    p.leg_k[:] = (3 + 110 * bump) * d
+    p.pitch = 30 * bump * d
+    p.arm_f[:] = (4 + 80 * bump) * d
+
+
+def _jump(p: Pose, c: _Cue) -> None:
+    u, cycles, amp, b, d = c.u, c.cycles, c.amp, c.b, c.d
+    ph = (cycles * u) % 1.0
+    flight = np.where((ph > 0.3) & (ph < 0.7), np.sin(np.pi * (ph - 0.3) / 0.4), 0.0)
+    crouch = np.where(ph <= 0.3, np.sin(np.pi * ph / 0.3) ** 2, 0.0) + \
+        np.where(ph >= 0.7, np.sin(np.pi * (ph - 0.7) / 0.3) ** 2, 0.0)
+    p.jump = 0.18 * amp * b.height * flight
+    p.leg_k[:] = (3 + 75 * crouch + 10 * flight) * d
+    p.leg_hf[:] = (40 * crouch + 5 * flight) * d
+    p.pitch = 15 * crouch * d
+    p.arm_a[:] = (8 + 120 * flight) * d
+
+
+def _turn(p: Pose, c: _Cue) -> None:
+    u, cycles, amp, side, plat, d = c.u, c.cycles, c.amp, c.side, c.plat, c.d
+    p.yaw = side * np.pi * _smooth(u) * min(amp, 1.0) * cycles
+    step = np.sin(2 * np.pi * 3 * cycles * u) * np.clip(plat * 2, 0, 1)
+    p.leg_hf[0], p.leg_hf[1] = 25 * np.maximum(step, 0) * d, 25 * np.maximum(-step, 0) * d
+    p.leg_k[:] = 3 * _DEG + 1.5 * p.leg_hf
+
+
+def _clap(p: Pose, c: _Cue) -> None:
+    u, cycles, plat, d = c.u, c.cycles, c.plat, c.d
+    p.arm_f[:] = (4 + 71 * plat) * d
+    p.arm_a[:] = (8 + 4 * plat) * _DEG
+    p.arm_e[:] = plat * (30 + 50 * (0.5 + 0.5 * np.cos(2 * np.pi * (3 + cycles) * u))) * d
+    p.arm_hint = ["in", "in"]
+
+
+def _bow(p: Pose, c: _Cue) -> None:
+    bump, d = c.bump, c.d
+    p.pitch = 60 * bump * d
+    p.arm_f[:] = p.pitch * 0.9
+    p.nod = 15 * bump * d
+
+
+def _punch(p: Pose, c: _Cue) -> None:
+    u, cycles, side, pr, plat, d = c.u, c.cycles, c.side, c.pr, c.plat, c.d
+    p.arm_f[:] = (4 + 46 * plat) * d
+    p.arm_e[:] = (12 + 98 * plat) * d
+    p.arm_hint = ["up", "up"]
+    ext = np.maximum(np.sin(2 * np.pi * (1 + cycles) * u), 0) ** 2 * plat
+    p.arm_f[pr] = (4 + 46 * plat + 40 * ext) * d
+    p.arm_e[pr] = (12 + 98 * plat - 105 * ext) * d
+    p.yaw = -side * 15 * ext * d
+
+
+def _cheer(p: Pose, c: _Cue) -> None:
+    u, cycles, plat, d = c.u, c.cycles, c.plat, c.d
+    p.arm_a[:] = (8 + 157 * plat) * d
+    p.arm_e[:] = (12 + 25 * plat * (0.5 + 0.5 * np.sin(2 * np.pi * (2 + cycles) * u))) * d
+    p.arm_hint = ["in", "in"]
+    p.nod = -12 * plat * d
+
+
+def _march(p: Pose, c: _Cue) -> None:
+    u, cycles, plat, d = c.u, c.cycles, c.plat, c.d
+    s = np.sin(2 * np.pi * (2 + cycles) * u) * plat
+    p.leg_hf[0], p.leg_hf[1] = 55 * np.maximum(s, 0) * d, 55 * np.maximum(-s, 0) * d
+    p.leg_k[:] = 3 * _DEG + 1.4 * p.leg_hf
+    p.arm_f[0], p.arm_f[1] = -30 * s * d, 30 * s * d
+    p.arm_e[:] = 25 * _DEG
+
+
+def _side_bend(p: Pose, c: _Cue) -> None:
+    side, pr, bump, d = c.side, c.pr, c.bump, c.d
+    p.bend = side * 30 * bump * d
+    p.arm_a[pr] = (8 + 150 * bump) * d
+    p.arm_hint[pr] = "in"
+
+
+def _sit_down(p: Pose, c: _Cue) -> None:
+    u, cycles, d = c.u, c.cycles, c.d
+    s = _smooth((u - 0.05) / 0.45) if cycles == 1 else np.sin(np.pi * (cycles - 1) * u) ** 2
+    p.leg_hf[:] = 88 * s * d
+    p.leg_k[:] = (3 + 87 * s) * d
+    p.pitch = 12 * s * d
+    p.arm_f[:] = (4 + 40 * s) * d
+    p.arm_e[:] = (12 + 40 * s) * d
+
+
+def _phone_call(p: Pose, c: _Cue) -> None:
+    u, cycles, side, pr, bump, d = c.u, c.cycles, c.side, c.pr, c.bump, c.d
+    s = _smooth(u / 0.3) if cycles == 1 else bump
+    p.arm_a[pr] = (8 + 30 * s) * d
+    p.arm_f[pr] = (4 + 25 * s) * d
+    p.arm_e[pr] = (12 + 133 * s) * _DEG
+    p.arm_hint[pr] = "up"
+    p.bend = -side * 8 * s * d
+
+
+def _throw(p: Pose, c: _Cue) -> None:
+    u, cycles, side, pr, d = c.u, c.cycles, c.side, c.pr, c.d
+    ph = (cycles * u) % 1.0
+    key_u = [0.0, 0.15, 0.5, 0.62, 0.8, 1.0]
+    p.arm_a[pr] = np.interp(ph, key_u, [8, 8, 150, 40, 15, 8]) * d
+    p.arm_f[pr] = np.interp(ph, key_u, [4, 4, 0, 100, 40, 4]) * d
+    p.arm_e[pr] = np.interp(ph, key_u, [12, 12, 100, 5, 20, 12]) * d
+    p.arm_hint[pr] = "up"
+    p.yaw = side * np.interp(ph, key_u, [0, 0, 25, -20, -5, 0]) * d
+    p.pitch = np.interp(ph, key_u, [0, 0, -8, 15, 5, 0]) * d
+
+
+# base action -> the program that writes its angles into a resting Pose
+_PROGRAMS: dict[str, Callable[[Pose, _Cue], None]] = {
+    "wave": _wave,
+    "kick": _kick,
+    "squat": _squat,
+    "jump": _jump,
+    "turn": _turn,
+    "clap": _clap,
+    "bow": _bow,
+    "punch": _punch,
+    "cheer": _cheer,
+    "march": _march,
+    "side_bend": _side_bend,
+    "sit_down": _sit_down,
+    "phone_call": _phone_call,
+    "throw": _throw,
+}
+
+
 def _program(base: str, u: np.ndarray, cycles: int, amp: float, side: int, wide: bool,
              b: BodyShape, rng: np.random.Generator) -> Pose:
     """Angle program of one action. u: (T,) progress through the active part, 0..1."""
+    if base not in _PROGRAMS:  # pragma: no cover - names come from BASE_ACTIONS
+        raise ValueError(base)
     t = len(u)
     p = Pose(t)
-    pr, ot = (1, 0) if side > 0 else (0, 1)  # primary / other arm or leg index
+    pr = 1 if side > 0 else 0  # primary arm or leg index
     plat = _smooth(u / 0.2) * _smooth((1 - u) / 0.2)  # plateau: ramps in and out
     bump = np.sin(np.pi * cycles * u) ** 2  # `cycles` smooth repetitions
-    d = _DEG * amp
-    if base == "wave":
-        p.arm_a[pr] = (8 + 142 * plat) * _DEG
-        p.arm_e[pr] = plat * (25 + 35 * (0.5 + 0.5 * np.sin(2 * np.pi * (2 + cycles) * u))) * d
-        p.arm_hint[pr] = "in"
-    elif base == "kick":
-        p.leg_hf[pr] = 75 * bump * d
-        p.leg_k[pr] = (3 + 220 * bump * (1 - bump)) * d  # knee cocks, then extends
-        p.arm_a[:] += 20 * bump * d
-        p.pitch = -8 * bump * d
-    elif base == "squat":
-        p.leg_hf[:] = 90 * bump * d
-        p.leg_k[:] = (3 + 110 * bump) * d
-        p.pitch = 30 * bump * d
-        p.arm_f[:] = (4 + 80 * bump) * d
-    elif base == "jump":
-        ph = (cycles * u) % 1.0
-        flight = np.where((ph > 0.3) & (ph < 0.7), np.sin(np.pi * (ph - 0.3) / 0.4), 0.0)
-        crouch = np.where(ph <= 0.3, np.sin(np.pi * ph / 0.3) ** 2, 0.0) + \
-            np.where(ph >= 0.7, np.sin(np.pi * (ph - 0.7) / 0.3) ** 2, 0.0)
-        p.jump = 0.18 * amp * b.height * flight
-        p.leg_k[:] = (3 + 75 * crouch + 10 * flight) * d
-        p.leg_hf[:] = (40 * crouch + 5 * flight) * d
-        p.pitch = 15 * crouch * d
-        p.arm_a[:] = (8 + 120 * flight) * d
-    elif base == "turn":
-        p.yaw = side * np.pi * _smooth(u) * min(amp, 1.0) * cycles
-        step = np.sin(2 * np.pi * 3 * cycles * u) * np.clip(plat * 2, 0, 1)
-        p.leg_hf[0], p.leg_hf[1] = 25 * np.maximum(step, 0) * d, 25 * np.maximum(-step, 0) * d
-        p.leg_k[:] = 3 * _DEG + 1.5 * p.leg_hf
-    elif base == "clap":
-        p.arm_f[:] = (4 + 71 * plat) * d
-        p.arm_a[:] = (8 + 4 * plat) * _DEG
-        p.arm_e[:] = plat * (30 + 50 * (0.5 + 0.5 * np.cos(2 * np.pi * (3 + cycles) * u))) * d
-        p.arm_hint = ["in", "in"]
-    elif base == "bow":
-        p.pitch = 60 * bump * d
-        p.arm_f[:] = p.pitch * 0.9
-        p.nod = 15 * bump * d
-    elif base == "punch":
-        p.arm_f[:] = (4 + 46 * plat) * d
-        p.arm_e[:] = (12 + 98 * plat) * d
-        p.arm_hint = ["up", "up"]
-        ext = np.maximum(np.sin(2 * np.pi * (1 + cycles) * u), 0) ** 2 * plat
-        p.arm_f[pr] = (4 + 46 * plat + 40 * ext) * d
-        p.arm_e[pr] = (12 + 98 * plat - 105 * ext) * d
-        p.yaw = -side * 15 * ext * d
-    elif base == "cheer":
-        p.arm_a[:] = (8 + 157 * plat) * d
-        p.arm_e[:] = (12 + 25 * plat * (0.5 + 0.5 * np.sin(2 * np.pi * (2 + cycles) * u))) * d
-        p.arm_hint = ["in", "in"]
-        p.nod = -12 * plat * d
-    elif base == "march":
-        s = np.sin(2 * np.pi * (2 + cycles) * u) * plat
-        p.leg_hf[0], p.leg_hf[1] = 55 * np.maximum(s, 0) * d, 55 * np.maximum(-s, 0) * d
-        p.leg_k[:] = 3 * _DEG + 1.4 * p.leg_hf
-        p.arm_f[0], p.arm_f[1] = -30 * s * d, 30 * s * d
-        p.arm_e[:] = 25 * _DEG
-    elif base == "side_bend":
-        p.bend = side * 30 * bump * d
-        p.arm_a[pr] = (8 + 150 * bump) * d
-        p.arm_hint[pr] = "in"
-    elif base == "sit_down":
-        s = _smooth((u - 0.05) / 0.45) if cycles == 1 else np.sin(np.pi * (cycles - 1) * u) ** 2
-        p.leg_hf[:] = 88 * s * d
-        p.leg_k[:] = (3 + 87 * s) * d
-        p.pitch = 12 * s * d
-        p.arm_f[:] = (4 + 40 * s) * d
-        p.arm_e[:] = (12 + 40 * s) * d
-    elif base == "phone_call":
-        s = _smooth(u / 0.3) if cycles == 1 else bump
-        p.arm_a[pr] = (8 + 30 * s) * d
-        p.arm_f[pr] = (4 + 25 * s) * d
-        p.arm_e[pr] = (12 + 133 * s) * _DEG
-        p.arm_hint[pr] = "up"
-        p.bend = -side * 8 * s * d
-    elif base == "throw":
-        ph = (cycles * u) % 1.0
-        key_u = [0.0, 0.15, 0.5, 0.62, 0.8, 1.0]
-        p.arm_a[pr] = np.interp(ph, key_u, [8, 8, 150, 40, 15, 8]) * d
-        p.arm_f[pr] = np.interp(ph, key_u, [4, 4, 0, 100, 40, 4]) * d
-        p.arm_e[pr] = np.interp(ph, key_u, [12, 12, 100, 5, 20, 12]) * d
-        p.arm_hint[pr] = "up"
-        p.yaw = side * np.interp(ph, key_u, [0, 0, 25, -20, -5, 0]) * d
-        p.pitch = np.interp(ph, key_u, [0, 0, -8, 15, 5, 0]) * d
-    else:  # pragma: no cover - names come from BASE_ACTIONS
-        raise ValueError(base)
+    _PROGRAMS[base](p, _Cue(u, cycles, amp, side, b, pr, plat, bump, _DEG * amp))
     if wide:  # the "_wide" variant of a symmetric action: wide stance, hands on hips
         p.leg_ha[:] = 14 * _DEG
         p.arm_a[:] += 25 * _DEG

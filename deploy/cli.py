@@ -1,74 +1,37 @@
 """``mksgn simulate`` and ``mksgn run``: a converted student on a test split, or any netx file.
 
 ``simulate`` evaluates DIR/model.net on a prepared split with the fast engine (``--engine fast``,
-the default) or Lava's bit-accurate simulator (``--engine lava``), and writes
-``OUT/activity.json`` (schema ``mksgn-activity/2``, read by the energy stage) and
-``OUT/activity.npz`` (per-neuron spike counts; with the fast engine also active neuron-steps).
-``run`` runs one input through a netx file and saves spikes (and u, v).
+the default) or Lava's bit-accurate simulator (``--engine lava``), and writes the activity file
+(``OUT/activity.json`` and ``OUT/activity.npz``, format ``mksgn.activity``) that the energy stage
+reads; with ``--spike-trains N`` also the first N samples' per-step spikes
+(``OUT/spike_trains.npz``, format ``mksgn.spike_trains``). ``run`` runs one input through a netx file, fed and recorded as lava-dl's
+``io.source.RingBuffer`` and ``io.sink.RingBuffer`` would, and saves spikes (and u, v).
 """
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import click
 import numpy as np
 
+from mksgn import activity, netx_io
 from mksgn.files import atomic_write, sha256
-from mksgn.netgraph import fold_persons
-
-ACTIVITY_SCHEMA = "mksgn-activity/2"
-
-
-# ---------------------------------------------------------------------------------------------
-@dataclass
-class GroupActivity:
-    neurons: int
-    spikes_per_sample: float           # spikes of the whole group per sample (all steps)
-    firing_rate: float                 # spikes per neuron per step
-    active_per_sample: float | None = None   # active neuron-steps per sample (None: not recorded)
-
-
-@dataclass
-class ActivityReport:
-    """What ``mksgn simulate`` measured; ``activity.json``. ``spikes_per_sample`` counts every
-    run of a sample (two persons = two runs, as the chip would run both); ``firing_rate`` is per
-    neuron per step of one run. ``active_updates``: "recorded" when activity.npz holds
-    ``active/<group>`` (active neuron-steps by ``mksgn.opcount``'s rule; the fast engine),
-    "spikes" when it does not (Lava: the energy stage then counts a step active only when the
-    neuron fires, a lower bound)."""
-    network_file: str
-    network_sha256: str
-    engine: str
-    samples: int
-    runs: int                          # network runs: samples x persons run
-    num_steps: int
-    split: str
-    dataset: str
-    persons: str
-    accuracy: float
-    correct: int
-    groups: dict[str, GroupActivity] = field(default_factory=dict)
-    agreement: dict | str = "n/a"
-    active_updates: str = "spikes"
-    schema: str = ACTIVITY_SCHEMA
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=1)
-
-    @classmethod
-    def from_json(cls, text: str) -> "ActivityReport":
-        d = json.loads(text)
-        d["groups"] = {k: GroupActivity(**v) for k, v in d["groups"].items()}
-        return cls(**d)
+from mksgn.netgraph import Network, fold_persons
 
 
 def _fail(msg: str):
     raise click.ClickException(msg)
 
 
-def _load_network(path: Path):
+class BadInput(click.ClickException):
+    """Input data that cannot mean anything (NaN, inf, not numbers): one line, exit status 2."""
+    exit_code = 2
+
+
+def _load_network(path: Path) -> Network:
     from mksgn import netgraph
     if not path.is_file():
         _fail(f"{path}: no such file (run `mksgn convert` first)")
@@ -94,6 +57,193 @@ def _prepared_dir(data: Path, benchmark: str | None) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------
+# simulate
+
+@dataclass
+class _Evaluation:
+    """What ``simulate`` evaluates: the network, the split and how a sample becomes its input."""
+    net: Network
+    net_path: Path
+    ds: object                         # mksgn.data.dataset.SkeletonDataset
+    prepared: Path
+    modalities: list[str]
+    persons: str                       # fold | merge | first
+    n: int                             # samples evaluated
+
+    def feeds(self, lo: int, hi: int) -> tuple[np.ndarray, dict[str, np.ndarray], int]:
+        """Samples lo..hi: (xs (B, K, 3, T, V, M), {modality: (B*m, C, T, V)}, m runs each)."""
+        xs = np.stack([self.ds.sample(i) for i in range(lo, hi)])
+        if self.persons == "fold":
+            # bodies into channels, channel c * M + m (the student's input layout, net.meta)
+            xf = fold_persons(xs)
+            return xs, {mod: xf[:, i] for i, mod in enumerate(self.modalities)}, 1
+        if self.persons == "first":
+            xs = xs[..., :1]
+        m = xs.shape[-1]
+        # persons become extra samples: (B*M, K, 3, T, V), person fastest
+        xm = np.moveaxis(xs, -1, 1).reshape(-1, *xs.shape[1:-1])
+        return xs, {mod: xm[:, k] for k, mod in enumerate(self.modalities)}, m
+
+
+@dataclass
+class _Tally:
+    """What the runs add up: per-group counts (int64, group shape), predictions, agreement."""
+    counts: dict[str, np.ndarray]
+    active: dict[str, np.ndarray] | None          # None: spikes only (Lava)
+    preds: np.ndarray
+    runs: int = 0
+    agree: dict = field(default_factory=lambda: {"predictions": 0, "compared": 0})
+    trains_wanted: int = 0                        # samples whose per-step spikes are kept
+    trains: list = field(default_factory=list)    # per batch: (spikes, active) of kept runs
+
+    @classmethod
+    def empty(cls, net: Network, n: int, record_active: bool) -> "_Tally":
+        zeros = lambda: {g.name: np.zeros(g.shape, np.int64) for g in net.groups}  # noqa: E731
+        return cls(zeros(), zeros() if record_active else None, np.zeros(n, np.int64))
+
+
+def _read_manifest(net_dir: Path) -> dict:
+    path = net_dir / "manifest.json"
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        _fail(f"{path}:{e.lineno}: {e.msg}")
+
+
+def _evaluation(net_dir: Path, data: Path, split: str, samples: int | None,
+                persons: str | None) -> _Evaluation:
+    """Load DIR/model.net, its manifest and the split; one-line errors for what does not fit."""
+    from mksgn.data.dataset import SkeletonDataset
+
+    net_path = net_dir / "model.net"
+    net = _load_network(net_path)
+    inp = _read_manifest(net_dir).get("input", {})
+    modalities = list(inp.get("modalities") or sorted({e.modality for e in net.encoders}))
+    if not modalities:
+        _fail(f"{net_path}: the network has no encoders, so it takes no skeleton input")
+    window = int(inp.get("window") or net.meta.get("window") or _infer_window(net))
+    prepared = _prepared_dir(data, inp.get("benchmark"))
+    try:
+        ds = SkeletonDataset(prepared, split, window=window, modalities=modalities, train=False,
+                             pipeline=inp.get("pipeline", "crop_resize"))
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        _fail(f"{prepared}: {e}")
+    n = len(ds) if samples is None else min(samples, len(ds))
+    if n == 0:
+        _fail(f"{prepared}: the {split} split is empty")
+    if net.readout == "":
+        _fail(f"{net_path}: the network has no readout group (no class scores)")
+    n_cls = int(np.prod(net.group(net.readout).shape))
+    if n_cls != ds.num_classes:
+        _fail(f"{net_path}: readout has {n_cls} classes, {prepared} has {ds.num_classes}")
+    return _Evaluation(net, net_path, ds, prepared, modalities,
+                       persons or inp.get("persons") or _default_persons(net), n)
+
+
+def _simulate_fast(ev: _Evaluation, tally: _Tally, student, batch_size: int,
+                   device: str | None, advance: Callable[[int], None]) -> None:
+    import torch
+
+    from mksgn.deploy.engine import Engine
+    try:
+        eng = Engine(ev.net, device)
+    except ValueError as e:
+        _fail(f"{ev.net_path}: {e}")
+    for lo in range(0, ev.n, batch_size):
+        hi = min(ev.n, lo + batch_size)
+        xs, feeds, m = ev.feeds(lo, hi)
+        try:
+            keep = lo < tally.trains_wanted       # this batch holds samples whose trains we keep
+            res = eng.run({k: torch.from_numpy(v) for k, v in feeds.items()},
+                          record=("active", "s") if keep else ("active",))
+        except ValueError as e:
+            _fail(f"{ev.net_path}: {e}")
+        tally.runs += (hi - lo) * m
+        scores = res.scores.reshape(hi - lo, m, -1).sum(1).cpu().numpy()
+        tally.preds[lo:hi] = scores.argmax(1)
+        for g, c in res.counts.items():
+            tally.counts[g] += c.sum(0).cpu().numpy().astype(np.int64)
+        for g, c in res.active.items():
+            tally.active[g] += c.sum(0).cpu().numpy()
+        if keep:
+            r = (min(hi, tally.trains_wanted) - lo) * m                    # runs kept
+            tally.trains.append(({g: x[:r].cpu().numpy() for g, x in res.spikes.items()},
+                                 {g: x[:r].cpu().numpy() for g, x in res.active.items()}))
+        _compare(student, xs, tally.preds[lo:hi], tally.agree)
+        advance(hi - lo)
+
+
+def _simulate_lava(ev: _Evaluation, tally: _Tally, student, timeout: float | None,
+                   advance: Callable[[int], None]) -> None:
+    from mksgn.deploy.lava_graph import LavaError, LavaNetwork
+    try:
+        with LavaNetwork(ev.net, timeout=timeout) as ln:
+            for i in range(ev.n):
+                xs, feeds, m = ev.feeds(i, i + 1)
+                total = 0
+                for p in range(m):
+                    tally.runs += 1
+                    r = ln.run(inputs={k: v[p] for k, v in feeds.items()})
+                    total = total + r.scores.reshape(-1)
+                    for g, s in r.spikes.items():
+                        tally.counts[g] += s.sum(0)
+                tally.preds[i] = int(np.argmax(total))
+                _compare(student, xs, tally.preds[i:i + 1], tally.agree)
+                advance(1)
+    except LavaError as e:
+        _fail(f"{ev.net_path}: {e}")
+
+
+def _agreement(student, agree: dict) -> dict | str:
+    if student is None:
+        return "n/a"
+    if isinstance(student, str):
+        return f"n/a ({student})"
+    return {"prediction_agreement": agree["predictions"] / max(1, agree["compared"]),
+            "compared": agree["compared"]}
+
+
+def _activity(ev: _Evaluation, tally: _Tally, engine: str, split: str, labels: np.ndarray,
+              student) -> tuple[activity.ActivityReport, activity.Activity]:
+    """The activity file's two halves: the report (json) and the counts (npz)."""
+    act = activity.Activity(counts=tally.counts, samples=ev.n, num_steps=ev.net.num_steps,
+                            runs=tally.runs, engine=engine, network_sha256=sha256(ev.net_path),
+                            active=tally.active)
+    correct = int((tally.preds == labels).sum())
+    report = activity.ActivityReport(
+        network_file=str(ev.net_path), network_sha256=act.network_sha256, engine=engine,
+        samples=ev.n, runs=tally.runs, num_steps=ev.net.num_steps, split=split,
+        dataset=str(ev.prepared), persons=ev.persons, accuracy=correct / ev.n, correct=correct,
+        groups=activity.group_summary(ev.net, act), agreement=_agreement(student, tally.agree),
+        active_updates=act.active_rule)
+    return report, act
+
+
+def _print_activity(console, report: activity.ActivityReport, paths: tuple[Path, Path]) -> None:
+    from rich.table import Table
+
+    n, steps = report.samples, max(1, report.num_steps)
+    table = Table(title=f"{report.network_file} on {report.split} ({n} samples, "
+                        f"{report.engine} engine)")
+    if report.active_updates == "recorded":
+        table.caption = "active: share of neuron-steps with a non-zero state or a spike"
+    for col in ("group", "neurons", "spikes/sample", "firing rate", "active"):
+        table.add_column(col, justify="right" if col != "group" else "left")
+    for name, a in report.groups.items():
+        busy = "-" if a.active_per_sample is None else \
+            f"{a.active_per_sample * n / (report.runs * a.neurons * steps):.4f}"
+        table.add_row(name, str(a.neurons), f"{a.spikes_per_sample:.1f}", f"{a.firing_rate:.4f}",
+                      busy)
+    console.print(table)
+    console.print(f"accuracy {report.accuracy:.4f} ({report.correct}/{n})")
+    ag = report.agreement
+    console.print("agreement with the PyTorch quantised student: " + (
+        f"{ag['prediction_agreement']:.4f} of predictions" if isinstance(ag, dict) else ag))
+    console.print(f"wrote {paths[0]} and {paths[1]}")
+
+
 @click.command("simulate")
 @click.argument("net_dir", metavar="DIR", type=click.Path(path_type=Path, file_okay=False))
 @click.option("--data", "data", required=True, type=click.Path(path_type=Path),
@@ -113,9 +263,12 @@ def _prepared_dir(data: Path, benchmark: str | None) -> Path:
                    "the manifest's input.persons, else fold when the encoders take 3*M channels.")
 @click.option("--timeout", type=float, default=None,
               help="Stop a Lava run that takes longer than this many seconds per sample.")
+@click.option("--spike-trains", "train_samples", type=click.IntRange(min=1), default=None,
+              metavar="N", help="Also keep which neuron fired at which step in the first N "
+              "samples (OUT/spike_trains.npz; fast engine), for `mksgn energy --backend sanafe`.")
 def simulate(net_dir: Path, data: Path, split: str, samples: int | None, engine: str,
              out: Path | None, batch_size: int, device: str | None, persons: str | None,
-             timeout: float | None) -> None:
+             timeout: float | None, train_samples: int | None = None) -> None:
     """Evaluate DIR/model.net on a prepared split: accuracy, per-layer activity, agreement.
 
     \b
@@ -124,157 +277,46 @@ def simulate(net_dir: Path, data: Path, split: str, samples: int | None, engine:
     of every neuron group, and the agreement with the PyTorch quantised student when DIR holds
     student.pt; writes OUT/activity.json (read by the energy stage) and OUT/activity.npz.
     """
-    import torch
     from rich.console import Console
     from rich.progress import Progress
-    from rich.table import Table
-
-    from mksgn.data.dataset import SkeletonDataset
 
     console = Console()
-    net_path = net_dir / "model.net"
-    net = _load_network(net_path)
-    manifest = {}
-    if (net_dir / "manifest.json").is_file():
-        try:
-            manifest = json.loads((net_dir / "manifest.json").read_text())
-        except json.JSONDecodeError as e:
-            _fail(f"{net_dir / 'manifest.json'}:{e.lineno}: {e.msg}")
-    inp = manifest.get("input", {})
-    modalities = list(inp.get("modalities") or sorted({e.modality for e in net.encoders}))
-    if not modalities:
-        _fail(f"{net_path}: the network has no encoders, so it takes no skeleton input")
-    window = int(inp.get("window") or net.meta.get("window") or _infer_window(net))
-    persons = persons or inp.get("persons") or _default_persons(net)
-    prepared = _prepared_dir(data, inp.get("benchmark"))
-    try:
-        ds = SkeletonDataset(prepared, split, window=window, modalities=modalities, train=False,
-                             pipeline=inp.get("pipeline", "crop_resize"))
-    except (FileNotFoundError, ValueError, KeyError) as e:
-        _fail(f"{prepared}: {e}")
-    n = len(ds) if samples is None else min(samples, len(ds))
-    if n == 0:
-        _fail(f"{prepared}: the {split} split is empty")
-    if net.readout == "":
-        _fail(f"{net_path}: the network has no readout group (no class scores)")
-    n_cls = int(np.prod(net.group(net.readout).shape))
-    if n_cls != ds.num_classes:
-        _fail(f"{net_path}: readout has {n_cls} classes, {prepared} has {ds.num_classes}")
-
-    def batch(lo, hi):
-        xs = np.stack([ds.sample(i) for i in range(lo, hi)])           # (B, K, 3, T, V, M)
-        if persons == "fold":
-            # bodies into channels, channel c * M + m (the student's input layout, net.meta)
-            xf = fold_persons(xs)
-            return xs, {mod: xf[:, i] for i, mod in enumerate(modalities)}, 1
-        if persons == "first":
-            xs = xs[..., :1]
-        m = xs.shape[-1]
-        # persons become extra samples: (B*M, K, 3, T, V), person fastest
-        xm = np.moveaxis(xs, -1, 1).reshape(-1, *xs.shape[1:-1])
-        return xs, {mod: xm[:, k] for k, mod in enumerate(modalities)}, m
-
-    labels = np.asarray(ds.labels[:n], dtype=np.int64)
-    counts = {g.name: np.zeros(g.shape, np.int64) for g in net.groups}
-    active = {g.name: np.zeros(g.shape, np.int64) for g in net.groups} if engine == "fast" \
-        else None                       # Lava runs record spikes only
-    preds = np.zeros(n, np.int64)
-    student = _load_student(net_dir, console)
-    agree = {"predictions": 0, "compared": 0}
-    runs = 0
+    ev = _evaluation(net_dir, data, split, samples, persons)
+    labels = np.asarray(ev.ds.labels[:ev.n], dtype=np.int64)
+    tally = _Tally.empty(ev.net, ev.n, record_active=engine == "fast")   # Lava: spikes only
+    if train_samples is not None:
+        if engine != "fast":
+            raise click.UsageError("--spike-trains needs --engine fast")
+        tally.trains_wanted = min(train_samples, ev.n)
+    student = _load_student(net_dir)
     try:
         with Progress(console=console, transient=True) as progress:
-            task = progress.add_task(f"{engine}: {split}", total=n)
+            task = progress.add_task(f"{engine}: {split}", total=ev.n)
+            advance = lambda k: progress.advance(task, k)  # noqa: E731
             if engine == "fast":
-                from mksgn.deploy.engine import Engine
-                try:
-                    eng = Engine(net, device)
-                except ValueError as e:
-                    _fail(f"{net_path}: {e}")
-                for lo in range(0, n, batch_size):
-                    hi = min(n, lo + batch_size)
-                    xs, feeds, m = batch(lo, hi)
-                    try:
-                        res = eng.run({k: torch.from_numpy(v) for k, v in feeds.items()},
-                                      record=("active",))
-                    except ValueError as e:
-                        _fail(f"{net_path}: {e}")
-                    runs += (hi - lo) * m
-                    scores = res.scores.reshape(hi - lo, m, -1).sum(1).cpu().numpy()
-                    preds[lo:hi] = scores.argmax(1)
-                    for g, c in res.counts.items():
-                        counts[g] += c.sum(0).cpu().numpy().astype(np.int64)
-                    for g, c in res.active.items():
-                        active[g] += c.sum(0).cpu().numpy()
-                    _compare(student, xs, preds[lo:hi], agree)
-                    progress.advance(task, hi - lo)
+                _simulate_fast(ev, tally, student, batch_size, device, advance)
             else:
-                from mksgn.deploy.lava_graph import LavaError, LavaNetwork
-                try:
-                    with LavaNetwork(net, timeout=timeout) as ln:
-                        for i in range(n):
-                            xs, feeds, m = batch(i, i + 1)
-                            total = 0
-                            for p in range(m):
-                                runs += 1
-                                r = ln.run(inputs={k: v[p] for k, v in feeds.items()})
-                                total = total + r.scores.reshape(-1)
-                                for g, s in r.spikes.items():
-                                    counts[g] += s.sum(0)
-                            preds[i] = int(np.argmax(total))
-                            _compare(student, xs, preds[i:i + 1], agree)
-                            progress.advance(task, 1)
-                except LavaError as e:
-                    _fail(f"{net_path}: {e}")
+                _simulate_lava(ev, tally, student, timeout, advance)
     except KeyboardInterrupt:
         raise click.Abort() from None
+    report, act = _activity(ev, tally, engine, split, labels, student)
+    paths = activity.write(out or net_dir, report, act, tally.preds, labels)
+    _print_activity(console, report, paths)
+    if tally.trains:
+        _write_trains(out or net_dir, tally, ev, act.network_sha256, console)
 
-    correct = int((preds == labels).sum())
-    report = ActivityReport(
-        network_file=str(net_path), network_sha256=sha256(net_path), engine=engine, samples=n,
-        runs=runs, num_steps=net.num_steps, split=split, dataset=str(prepared), persons=persons,
-        accuracy=correct / n, correct=correct,
-        active_updates="recorded" if active is not None else "spikes")
-    for g in net.groups:
-        tot = int(counts[g.name].sum())
-        report.groups[g.name] = GroupActivity(
-            neurons=g.size, spikes_per_sample=tot / n,
-            firing_rate=tot / (runs * g.size * max(1, net.num_steps)),
-            active_per_sample=None if active is None else int(active[g.name].sum()) / n)
-    if student is None:
-        report.agreement = "n/a"
-    elif isinstance(student, str):
-        report.agreement = f"n/a ({student})"
-    else:
-        report.agreement = {"prediction_agreement": agree["predictions"] / max(1, agree["compared"]),
-                            "compared": agree["compared"]}
-    out = out or net_dir
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / "activity.json", lambda t: Path(t).write_text(report.to_json()))
 
-    def write_npz(t):
-        with open(t, "wb") as f:
-            np.savez(f, samples=np.int64(n), predictions=preds, labels=labels,
-                     **{f"spikes/{g}": c for g, c in counts.items()},
-                     **{f"active/{g}": c for g, c in (active or {}).items()})
-    atomic_write(out / "activity.npz", write_npz)
+def _write_trains(out: Path, tally: _Tally, ev: _Evaluation, network_sha256: str,
+                  console) -> None:
+    """OUT/spike_trains.npz: the kept runs' per-step spikes and active counts."""
+    from mksgn import spike_trains
 
-    table = Table(title=f"{net_path} on {split} ({n} samples, {engine} engine)")
-    if active is not None:
-        table.caption = "active: share of neuron-steps with a non-zero state or a spike"
-    for col in ("group", "neurons", "spikes/sample", "firing rate", "active"):
-        table.add_column(col, justify="right" if col != "group" else "left")
-    for name, a in report.groups.items():
-        busy = "-" if a.active_per_sample is None else \
-            f"{a.active_per_sample * n / (runs * a.neurons * max(1, net.num_steps)):.4f}"
-        table.add_row(name, str(a.neurons), f"{a.spikes_per_sample:.1f}", f"{a.firing_rate:.4f}",
-                      busy)
-    console.print(table)
-    console.print(f"accuracy {report.accuracy:.4f} ({correct}/{n})")
-    ag = report.agreement
-    console.print("agreement with the PyTorch quantised student: " + (
-        f"{ag['prediction_agreement']:.4f} of predictions" if isinstance(ag, dict) else ag))
-    console.print(f"wrote {out / 'activity.json'} and {out / 'activity.npz'}")
+    cat = lambda i: {g: np.concatenate([b[i][g] for b in tally.trains])  # noqa: E731
+                     for g in tally.trains[0][i]}
+    st = spike_trains.SpikeTrains(cat(0), cat(1), samples=tally.trains_wanted,
+                                  num_steps=ev.net.num_steps, network_sha256=network_sha256)
+    console.print(f"wrote {spike_trains.write(out, st)} ({st.runs} runs of "
+                  f"{st.samples} samples)")
 
 
 def _infer_window(net) -> int:
@@ -284,7 +326,7 @@ def _infer_window(net) -> int:
     return 64
 
 
-def _load_student(net_dir: Path, console):
+def _load_student(net_dir: Path):
     """The quantised PyTorch student from DIR/student.pt, a reason string, or None if absent."""
     path = net_dir / "student.pt"
     if not path.is_file():
@@ -318,12 +360,208 @@ def _compare(student, xs: np.ndarray, preds: np.ndarray, agree: dict) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# run
+
+@dataclass
+class _Drive:
+    """How one ``run`` drives the first group, in our (steps, C, H, W) / (steps, N) order:
+    ``spikes`` into a source group (non-zero = spike), ``current`` (int64) into the input
+    layer's neurons, or a constant ``bias`` mantissa (int64, group shape)."""
+    spikes: np.ndarray | None = None
+    current: np.ndarray | None = None
+    bias: np.ndarray | None = None
+    frames: int = 0                    # the input's own time axis, before ring-buffer cycling
+
+
+def ring_buffer(frames: np.ndarray, steps: int) -> np.ndarray:
+    """lava's ``io.source.RingBuffer``: step t (1-based) sends ``data[..., (t - 1) % T]``; on
+    time-first ``frames`` (T, ...) that is ``frames[arange(steps) % T]``, (steps, ...)."""
+    return frames[np.arange(steps) % len(frames)]
+
+
+def _load_array(p: Path) -> np.ndarray:
+    """A .npy array of real numbers; NaN, inf or a non-numeric dtype are a one-line exit 2."""
+    if not p.is_file():
+        _fail(f"{p}: no such file")
+    try:
+        a = np.load(p)
+    except (OSError, ValueError) as e:
+        _fail(f"{p}: not a .npy array: {e}")
+    if not isinstance(a, np.ndarray):
+        a.close()
+        _fail(f"{p}: an .npz archive; give one .npy array")
+    if a.dtype.kind not in "biuf":
+        raise BadInput(f"{p}: dtype {a.dtype}; give integers or real numbers")
+    bad = np.argwhere(~np.isfinite(a)) if a.dtype.kind == "f" else ()
+    if len(bad):
+        first = tuple(int(i) for i in bad[0])
+        raise BadInput(f"{p}: NaN or infinite values ({len(bad)} of {a.size}, the first "
+                       f"{a[first]} at {first}); inputs must be finite numbers")
+    return a
+
+
+def _input_frames(x: np.ndarray, path: Path, net: Network, steps: int) -> np.ndarray:
+    """(T, *first group shape) from a time-last input in netx order: the first layer's shape
+    (x, y, z, T) / (N, T), or lava-dl's input port shape (``netx_io.input_port_shape``: (N, T)
+    for a dense first block). Any T >= 1 (``ring_buffer`` cycles it).
+
+    The rule where forms meet: the last axis is always time and every array is read as the
+    RingBuffer reads it, so an (x, y, z, t) array with t < steps cycles (once refused) and
+    t > steps uses its first frames. Port and layer shapes differ only as flat (N,) against
+    (x, y, z), so no array fits both with different meanings."""
+    first = net.groups[0]
+    layer, port = netx_io.to_netx_shape(first.shape), netx_io.input_port_shape(net)
+    forms = (layer,) if port == layer else (layer, port)
+    got = tuple(x.shape)
+    if x.ndim == 0 or got[-1] == 0 or got[:-1] not in forms:
+        want = " or ".join(str(f + (steps,)) for f in forms)
+        _fail(f"{path}: shape {got} does not match the network input {want} (netx order, "
+              f"time last; a shorter time axis cycles)")
+    if got[:-1] == layer:
+        ours = netx_io.from_netx_array(x)                       # (C, H, W, T) / (N, T)
+    else:
+        ours = x.reshape(*first.shape, got[-1])                  # the row-major (C, H, W) index
+    return np.moveaxis(ours, -1, 0)
+
+
+def _sequence_drive(net: Network, path: Path, steps: int) -> _Drive:
+    frames = _input_frames(_load_array(path), path, net, steps)
+    x = ring_buffer(frames, steps)
+    if net.groups[0].source:
+        return _Drive(spikes=x, frames=len(frames))
+    return _Drive(current=x.astype(np.int64), frames=len(frames))
+
+
+def _bias_drive(net: Network, net_file: Path, path: Path) -> _Drive:
+    from mksgn import loihi
+    first = net.groups[0]
+    if first.source:
+        _fail(f"{net_file}: the first layer has no neurons, so it has no bias; use --input")
+    if first.model is not None and not getattr(first.model, "has_bias", False):
+        _fail(f"{net_file}: the input layer's {type(first.model).__name__} neurons have no "
+              f"bias; use --input (currents)")
+    b = _load_array(path)
+    layer = netx_io.to_netx_shape(first.shape)
+    if tuple(b.shape) != layer:
+        _fail(f"{path}: shape {tuple(b.shape)} does not match the input layer {layer} (x, y, z)")
+    bias = netx_io.from_netx_array(b).astype(np.int64)
+    if bias.min() < loihi.BIAS_MANT_MIN or bias.max() > loihi.BIAS_MANT_MAX:
+        _fail(f"{path}: bias mantissas must lie in [{loihi.BIAS_MANT_MIN}, "
+              f"{loihi.BIAS_MANT_MAX}]")
+    return _Drive(bias=bias)
+
+
+def _read_netx(net_file: Path, input_shape: str | None, num_layers: int | None):
+    """(network, input shape in our (C, H, W) order or None) of a netx file; one-line errors."""
+    if not net_file.is_file():
+        _fail(f"{net_file}: no such file")
+    shape_in = None
+    if input_shape is not None:
+        try:
+            shape_in = tuple(int(x) for x in input_shape.split(","))
+        except ValueError:
+            _fail(f"--input-shape: give integers like 2,32,32, got {input_shape!r}")
+    try:
+        return netx_io.read(net_file, input_shape=shape_in, num_layers=num_layers), shape_in
+    except netx_io.NetxFormatError as e:
+        _fail(str(e))
+    except OSError as e:
+        _fail(f"{net_file}: cannot read: {e}")
+
+
+def _record_names(net: Network, record: str) -> tuple[str, ...]:
+    rec = tuple(dict.fromkeys(r.strip() for r in record.split(",") if r.strip()))
+    known = {"s", "u", "v"} | {k for g in net.groups if g.model is not None
+                               for k in g.model.states}
+    if set(rec) - known:
+        _fail(f"--record: {', '.join(sorted(set(rec) - known))} is no state of this network "
+              f"(it has {', '.join(sorted(known))})")
+    return rec
+
+
+def _run_fast(net: Network, net_file: Path, drive: _Drive, steps: int, want: tuple[str, ...],
+              reset_interval: int | None, compile_: bool) -> dict[str, dict[str, np.ndarray]]:
+    """{"s" or state: {group: (steps, *shape)}} from the fast engine."""
+    import torch
+
+    from mksgn.deploy import engine as fast
+    first, kw = net.groups[0].name, {}
+    if drive.spikes is not None:
+        kw["source_spikes"] = {first: torch.from_numpy(drive.spikes != 0)[None]}
+    if drive.current is not None:
+        kw["currents"] = {first: torch.from_numpy(drive.current)[None]}
+    if drive.bias is not None:
+        kw["biases"] = {first: torch.from_numpy(drive.bias)[None]}
+    try:
+        res = fast.Engine(net, "cpu", compile=compile_).run(
+            None, num_steps=steps, record=want, reset_interval=reset_interval, **kw)
+    except ValueError as e:
+        _fail(f"{net_file}: {e}")
+    layers = [m["group"] for m in net.meta["layers"]]
+    per = {"s": {g: res.spikes[g][0].cpu().numpy() for g in layers}}
+    for k in want:
+        if k != "s":
+            per[k] = {g: x[0].cpu().numpy() for g, x in res.states.get(k, {}).items()
+                      if g in layers}
+    return per
+
+
+def _run_lava(net: Network, net_file: Path, drive: _Drive, steps: int, want: tuple[str, ...],
+              reset_interval: int | None, timeout: float | None, num_layers: int | None,
+              shape_in: tuple[int, ...] | None) -> dict[str, dict[str, np.ndarray]]:
+    """The same from Lava: stock netx, or for layers netx cannot build, Lava processes."""
+    from mksgn.deploy.lava_graph import LavaError, run_netx, run_netx_graph
+    spikes = drive.spikes
+    if net.meta["netx"] == "ok":
+        runner = run_netx
+        if spikes is not None and len(netx_io.input_port_shape(net)) == 1:
+            spikes = spikes.reshape(steps, -1)      # stock netx: a dense block's flat port
+    else:
+        runner = run_netx_graph
+    try:
+        lr = runner(net_file, steps, input_spikes=spikes, input_current=drive.current,
+                    input_bias=drive.bias, reset_interval=reset_interval, record=want,
+                    timeout=timeout, num_layers=num_layers, input_shape=shape_in)
+    except LavaError as e:
+        _fail(f"{net_file}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+    except KeyboardInterrupt:
+        raise click.Abort() from None
+    return {"s": lr.spikes, **{k: lr.states.get(k, {}) for k in want if k != "s"}}
+
+
+def _netx_outputs(per: dict[str, dict[str, np.ndarray]], last: str,
+                  rec: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The saved arrays in netx layer shapes with time last (lava's ``io.sink.RingBuffer``):
+    ``spikes`` of the last layer and ``<layer>/<name>`` of each recorded name; uint8 for
+    binary spikes, int64 for graded messages and states."""
+    def saved(a: np.ndarray) -> np.ndarray:               # (t, *ours) -> netx (*xyz, t)
+        a = netx_io.to_netx_array(np.moveaxis(a, 0, -1))
+        return a.astype(np.uint8) if a.dtype == bool else a.astype(np.int64)
+
+    arrays = {"spikes": saved(per["s"][last])}
+    for k in rec:
+        for g, a in per.get(k, {}).items():
+            arrays[f"{g}/{k}"] = saved(a)
+    return arrays
+
+
+def _save_npz(out: Path, arrays: dict[str, np.ndarray]) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(t):
+        with open(t, "wb") as f:
+            np.savez(f, **arrays)
+    atomic_write(out, write)
+
+
 @click.command("run")
 @click.argument("net_file", metavar="NET.net", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--steps", required=True, type=click.IntRange(min=1), help="Time steps to run.")
 @click.option("--input", "input_path", type=click.Path(path_type=Path, dir_okay=False),
-              help="Input sequence .npy in netx order (x, y, z, t) or (n, t): spikes into the "
-                   "first layer's synapses, or currents into an input layer's neurons.")
+              help="Input .npy, time last, as lava-dl's RingBuffer takes it: the input "
+                   "layer's (x, y, z, T) or (n, T), or the (n, T) of a dense first block; "
+                   "step t reads frame t mod T. Spikes into the first layer's synapses, or "
+                   "currents into an input layer's neurons.")
 @click.option("--input-bias", "bias_path", type=click.Path(path_type=Path, dir_okay=False),
               help="Bias mantissa .npy of the input layer, netx order (x, y, z) or (n,).")
 @click.option("--input-shape", default=None, metavar="C,H,W",
@@ -356,131 +594,32 @@ def run(net_file: Path, steps: int, input_path: Path | None, bias_path: Path | N
     dense_comp) get mksgn's semantics (mksgn.netx_io.LAYER_TYPES).
     --engine lava runs stock netx.hdf5.Network, or for those layers the
     same network built from Lava processes. Arrays use netx's (x, y, z[, t])
-    order: x = width, y = height, z = channels. Graded outputs are saved as
-    integers.
+    order: x = width, y = height, z = channels. --input takes what
+    lava-dl's io.source.RingBuffer takes, a shorter time axis cycling;
+    the outputs are what io.sink.RingBuffer gives. Graded outputs are
+    saved as integers.
     """
-    import torch
-
-    from mksgn import netx_io
-    from mksgn.deploy import engine as fast
-
-    rec = tuple(dict.fromkeys(r.strip() for r in record.split(",") if r.strip()))
     if (input_path is None) == (bias_path is None):
         _fail("give exactly one of --input X.npy or --input-bias B.npy")
-    if not net_file.is_file():
-        _fail(f"{net_file}: no such file")
-    shape_in = None
-    if input_shape is not None:
-        try:
-            shape_in = tuple(int(x) for x in input_shape.split(","))
-        except ValueError:
-            _fail(f"--input-shape: give integers like 2,32,32, got {input_shape!r}")
-    try:
-        net = netx_io.read(net_file, input_shape=shape_in, num_layers=num_layers)
-    except netx_io.NetxFormatError as e:
-        _fail(str(e))
-    except OSError as e:
-        _fail(f"{net_file}: cannot read: {e}")
-    known = {"s", "u", "v"} | {k for g in net.groups if g.model is not None
-                               for k in g.model.states}
-    if set(rec) - known:
-        _fail(f"--record: {', '.join(sorted(set(rec) - known))} is no state of this network "
-              f"(it has {', '.join(sorted(known))})")
-    first = net.groups[0]
-
-    def load(p: Path) -> np.ndarray:
-        if not p.is_file():
-            _fail(f"{p}: no such file")
-        try:
-            return np.load(p)
-        except (OSError, ValueError) as e:
-            _fail(f"{p}: not a .npy array: {e}")
-
-    netx_shape = tuple(first.shape[::-1]) if len(first.shape) == 3 else tuple(first.shape)
-    spikes_in = current = bias = None
-    if input_path is not None:
-        x = load(input_path)
-        if tuple(x.shape[:-1]) != netx_shape or x.shape[-1] < steps:
-            _fail(f"{input_path}: shape {tuple(x.shape)} does not match the network input "
-                  f"{netx_shape + (steps,)} (x, y, z, t)")
-        x = np.moveaxis(netx_io.from_netx_array(x), -1, 0)[:steps]         # (t, C, H, W)
-        if first.source:
-            spikes_in = x
-        else:
-            current = x.astype(np.int64)
-    else:
-        if first.source:
-            _fail(f"{net_file}: the first layer has no neurons, so it has no bias; use --input")
-        if first.model is not None and not getattr(first.model, "has_bias", False):
-            _fail(f"{net_file}: the input layer's {type(first.model).__name__} neurons have no "
-                  f"bias; use --input (currents)")
-        b = load(bias_path)
-        if tuple(b.shape) != netx_shape:
-            _fail(f"{bias_path}: shape {tuple(b.shape)} does not match the input layer "
-                  f"{netx_shape} (x, y, z)")
-        bias = netx_io.from_netx_array(b).astype(np.int64)
-    if bias is not None:
-        from mksgn import loihi
-        if bias.min() < loihi.BIAS_MANT_MIN or bias.max() > loihi.BIAS_MANT_MAX:
-            _fail(f"{bias_path}: bias mantissas must lie in [{loihi.BIAS_MANT_MIN}, "
-                  f"{loihi.BIAS_MANT_MAX}]")
-
-    layers = [m["group"] for m in net.meta["layers"]]
-    netx_ok = net.meta["netx"] == "ok"
-    if not netx_ok:
+    net, shape_in = _read_netx(net_file, input_shape, num_layers)
+    rec = _record_names(net, record)
+    drive = _sequence_drive(net, input_path, steps) if input_path is not None \
+        else _bias_drive(net, net_file, bias_path)
+    if net.meta["netx"] != "ok":
         click.echo(f"note: stock netx cannot build {net_file} ({net.meta['netx']}); "
                    f"running mksgn's semantics of that layer type")
+    if 0 < drive.frames < steps:
+        click.echo(f"note: {input_path}: time axis T = {drive.frames} for {steps} steps; step t "
+                   f"reads frame t mod T, as lava-dl's RingBuffer does")
     want = tuple(dict.fromkeys(("s",) + rec))
     if engine == "fast":
-        kw = {}
-        if spikes_in is not None:
-            kw["source_spikes"] = {first.name: torch.from_numpy(spikes_in != 0)[None]}
-        if current is not None:
-            kw["currents"] = {first.name: torch.from_numpy(current)[None]}
-        if bias is not None:
-            kw["biases"] = {first.name: torch.from_numpy(bias)[None]}
-        try:
-            res = fast.Engine(net, "cpu", compile=compile_).run(
-                None, num_steps=steps, record=want, reset_interval=reset_interval, **kw)
-        except ValueError as e:
-            _fail(f"{net_file}: {e}")
-        per = {"s": {g: res.spikes[g][0].cpu().numpy() for g in layers}}
-        for k in rec:
-            if k != "s":
-                per[k] = {g: x[0].cpu().numpy() for g, x in res.states.get(k, {}).items()
-                          if g in layers}
+        per = _run_fast(net, net_file, drive, steps, want, reset_interval, compile_)
     else:
-        from mksgn.deploy.lava_graph import LavaError, run_netx, run_netx_graph
-        runner = run_netx if netx_ok else run_netx_graph
-        try:
-            lr = runner(net_file, steps, input_spikes=spikes_in, input_current=current,
-                        input_bias=bias, reset_interval=reset_interval, record=want,
-                        timeout=timeout, num_layers=num_layers, input_shape=shape_in)
-        except LavaError as e:
-            _fail(f"{net_file}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
-        except KeyboardInterrupt:
-            raise click.Abort() from None
-        per = {"s": lr.spikes}
-        for k in rec:
-            if k != "s":
-                per[k] = lr.states.get(k, {})
-
-    def netx_order(a: np.ndarray) -> np.ndarray:        # (t, *ours) -> netx (*xyz, t)
-        return netx_io.to_netx_array(np.moveaxis(a, 0, -1))
-
-    def as_saved(a: np.ndarray) -> np.ndarray:
-        return a.astype(np.uint8) if a.dtype == bool else a.astype(np.int64)
-
-    arrays = {"spikes": as_saved(netx_order(per["s"][layers[-1]]))}
-    for k in rec:
-        for g, a in per.get(k, {}).items():
-            arrays[f"{g}/{k}"] = as_saved(netx_order(a))
-    out.parent.mkdir(parents=True, exist_ok=True)
-
-    def write(t):
-        with open(t, "wb") as f:
-            np.savez(f, **arrays)
-    atomic_write(out, write)
+        per = _run_lava(net, net_file, drive, steps, want, reset_interval, timeout, num_layers,
+                        shape_in)
+    last = net.meta["layers"][-1]["group"]
+    arrays = _netx_outputs(per, last, rec)
+    _save_npz(out, arrays)
     total = int(np.count_nonzero(arrays["spikes"]))
-    click.echo(f"{net_file}: {steps} steps on {engine}; output layer {layers[-1]} "
+    click.echo(f"{net_file}: {steps} steps on {engine}; output layer {last} "
                f"{tuple(arrays['spikes'].shape[:-1])} sent {total} messages; wrote {out}")

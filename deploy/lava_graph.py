@@ -8,14 +8,16 @@ Both run under ``Loihi2SimCfg(select_tag="fixed_pt")`` (lava-nc's bit-accurate C
   bit-accurate LIF adds 1 back (as netx does); a readout group gets a threshold above the 24-bit
   voltage range so it never spikes;
 - ``dense`` synapses are ``Dense`` (``Sparse`` when large); ``conv`` synapses with no exponent
-  and no delay are Lava's ``Conv`` (weights flipped and transposed as netx does); other conv and
-  all ``graph`` synapses are unrolled (``unroll``) into a ``Sparse`` matrix over the row-major
-  (C, T, V) index; any synapse with a delay is a ``DelaySparse``. Weights are passed with sign mode MIXED and 9 weight bits so that
-  Lava's clip/truncate leave every 8-bit mantissa unchanged;
+  and no delay are Lava's ``Conv`` (``loihi.lava_conv``; weights flipped and transposed as netx
+  does); other conv and all ``graph`` synapses are unrolled (``unroll``) into a ``Sparse``
+  matrix over the row-major (C, T, V) index; any synapse with a delay is a ``DelaySparse``.
+  Weights are passed with sign mode MIXED and 9 weight bits so that Lava's clip/truncate leave
+  every 8-bit mantissa unchanged;
 - residual sums are fan-in: every synapse process connects to the same LIF ``a_in`` (Lava adds
   the inputs of one port);
 - ``JointAttention``, which the chip has no block for, is ``JointAttentionProcess`` with its own
-  ``fixed_pt`` ProcessModel (integer numpy, one step of synaptic delay plus ``delay``);
+  ``fixed_pt`` ProcessModel (``loihi.joint_attention`` on numpy integers, one step of synaptic
+  delay plus ``delay``);
 - an ``Encoder`` is host-side: its integer bias (``engine.encode``) is written into the LIF's
   ``bias_mant`` before each sample; ``source`` groups and external currents come from
   ``lava.proc.io.source.RingBuffer`` processes.
@@ -55,7 +57,7 @@ from lava.magma.core.run_conditions import RunSteps
 from lava.magma.core.run_configs import Loihi2SimCfg
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
-NEVER_SPIKE_VTH = 1 << loihi.VTH_MANT_BITS   # (2**17) << 6 = 2**23 > the largest voltage
+NEVER_SPIKE_VTH = loihi.NEVER_SPIKE_VTH_MANT   # (2**17) << 6 = 2**23 > the largest voltage
 
 
 class LavaError(RuntimeError):
@@ -104,13 +106,11 @@ class PyJointAttentionModelFixed(PyLoihiProcessModel):
 
     def run_spk(self) -> None:
         self.a_out.send(self.a_buf[0])
-        q, k, x = (p.recv().astype(np.int64) for p in (self.q, self.k, self.x))
-        kx = np.einsum("utc,utd->cdt", k, x)            # (V, T, C) port order
-        a = np.einsum("vtc,cdt->vtd", q, kx)
-        sh = int(self.shift[0])
-        a = a >> sh if sh >= 0 else a << -sh
+        # (V, T, C) port order -> one sample in mksgn's (1, C, T, V)
+        q, k, x = (from_lava(p.recv().astype(np.int64))[None] for p in (self.q, self.k, self.x))
+        a = loihi.shift(loihi.joint_attention(q, k, x), -int(self.shift[0]))
         self.a_buf[:-1] = self.a_buf[1:]
-        self.a_buf[-1] = a.astype(np.int32)
+        self.a_buf[-1] = to_lava(a[0]).astype(np.int32)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -348,15 +348,6 @@ class LavaNetwork:
     def __init__(self, net: Network, *, reset_interval: int | None = None, reset_offset: int = 0,
                  num_steps: int | None = None, record_groups: Iterable[str] | None = None,
                  timeout: float | None = None):
-        from lava.proc.conv.process import Conv
-        from lava.proc.dense.process import Dense
-        from lava.proc.io.sink import RingBuffer as Sink
-        from lava.proc.io.source import RingBuffer as Source
-        from lava.proc.lif.process import LIF, LIFReset
-        from lava.proc.sparse.process import DelaySparse, Sparse
-        from lava.utils.weightutils import SignMode
-        from scipy.sparse import csr_matrix
-
         net.validate()
         self.net = net
         self.steps = int(num_steps or net.num_steps)
@@ -366,13 +357,27 @@ class LavaNetwork:
         self.sinks: dict[str, AbstractProcess] = {}
         self.conns: list[AbstractProcess] = []
         self.ext: dict[str, AbstractProcess] = {}
-        keep = set(record_groups) if record_groups is not None else set(self.groups)
-        wkw = dict(sign_mode=SignMode.MIXED, num_weight_bits=9)   # no clip/truncate change
+        self.keep = set(record_groups) if record_groups is not None else set(self.groups)
+        self._add_neurons(reset_interval, reset_offset)
+        self._add_sources()
+        self._out_port = {n: p.s_out for n, p in {**self.lif, **self.src}.items()}
+        for s in net.synapses:
+            self.conns.append(self._conv(s) if loihi.lava_conv(s.kind, s.weight_exp, s.delay)
+                              else self._matrix(s))
+        for a in net.attentions:
+            self.conns.append(self._attention(a))
+        self._add_sinks()
+        self.anchor = next(iter(self.lif.values()))
+        self.session = _Session(self.anchor, timeout)
 
-        neurons = [g for g in net.groups if not g.source]
+    def _add_neurons(self, reset_interval: int | None, reset_offset: int) -> None:
+        """One LIF (LIFReset with a periodic reset) per neuron group, in Lava's (V, T, C) order."""
+        from lava.proc.lif.process import LIF, LIFReset
+
+        neurons = [g for g in self.net.groups if not g.source]
         for k, g in enumerate(neurons):
             shape = _lava_shape(g.shape)
-            readout = g.readout or g.name == net.readout
+            readout = g.readout or g.name == self.net.readout
             kw = dict(shape=shape, du=g.params.i_decay - 1, dv=g.params.v_decay,
                       vth=NEVER_SPIKE_VTH if readout else g.params.vth_mant,
                       bias_mant=np.zeros(shape, np.int32), bias_exp=loihi.NETX_BIAS_EXP,
@@ -382,78 +387,100 @@ class LavaNetwork:
                                             reset_offset=reset_offset + 1 + k, **kw)
             else:
                 self.lif[g.name] = LIF(**kw)
-        for g in net.groups:
+
+    def _add_sources(self) -> None:
+        """A RingBuffer source per source group (its spikes are set before each run)."""
+        from lava.proc.io.source import RingBuffer as Source
+
+        for g in self.net.groups:
             if g.source:
                 self.src[g.name] = Source(data=np.zeros((*_lava_shape(g.shape), self.steps),
                                                         np.int32))
-        out_port = {n: p.s_out for n, p in {**self.lif, **self.src}.items()}
 
-        def flat_out(name):
-            port = out_port[name]
-            return port.transpose([2, 1, 0]).flatten() if len(self.groups[name].shape) == 3 \
-                else port
+    def _flat_out(self, name: str):
+        """Group ``name``'s spikes flattened in mksgn's row-major (C, T, V) order."""
+        port = self._out_port[name]
+        return port.transpose([2, 1, 0]).flatten() if len(self.groups[name].shape) == 3 else port
 
-        def connect_in(a_out, name, lava_order=False):
-            g = self.groups[name]
-            if len(g.shape) == 3 and not lava_order:
-                a_out.reshape(g.shape).transpose([2, 1, 0]).connect(self.lif[name].a_in)
-            else:
-                a_out.connect(self.lif[name].a_in)
+    def _connect_in(self, a_out, name: str, lava_order: bool = False) -> None:
+        """Connect a synapse output (mksgn's order unless ``lava_order``) to ``name``'s a_in."""
+        g = self.groups[name]
+        if len(g.shape) == 3 and not lava_order:
+            a_out.reshape(g.shape).transpose([2, 1, 0]).connect(self.lif[name].a_in)
+        else:
+            a_out.connect(self.lif[name].a_in)
 
-        for s in net.synapses:
-            src, dst = self.groups[s.src], self.groups[s.dst]
-            delay = np.asarray(s.delay)
-            if s.kind == "conv" and s.weight_exp == 0 and delay.ndim == 0 and int(delay) == 0:
-                w = np.asarray(s.weight)[:, :, ::-1, ::-1].transpose(0, 3, 2, 1)
-                proc = Conv(weight=np.ascontiguousarray(w).astype(np.int32),
-                            input_shape=_lava_shape(src.shape), stride=tuple(s.stride)[::-1],
-                            padding=tuple(s.padding)[::-1], dilation=tuple(s.dilation)[::-1],
-                            groups=s.groups, name=s.name)
-                if tuple(proc.a_out.shape) != _lava_shape(dst.shape):
-                    raise LavaError(f"synapse {s.name}: conv output {proc.a_out.shape} does not "
-                                    f"match group {dst.name} {_lava_shape(dst.shape)}")
-                out_port[s.src].connect(proc.s_in)
-                proc.a_out.connect(self.lif[s.dst].a_in)
-            else:
-                m = unroll(s, src, dst).astype(np.int32)
-                if delay.ndim or int(delay):
-                    # DelaySparse: delays share the weights' sparsity pattern
-                    d = np.broadcast_to(delay, (dst.size, src.size))
-                    r, c = m.nonzero()
-                    dl = csr_matrix((d[r, c].astype(int), (r, c)), shape=m.shape)
-                    proc = DelaySparse(weights=m, delays=dl, max_delay=int(d.max()),
-                                       weight_exp=s.weight_exp, name=s.name, **wkw)
-                elif s.kind == "dense" and m.shape[0] * m.shape[1] <= 1 << 22:
-                    proc = Dense(weights=m.toarray(), weight_exp=s.weight_exp, name=s.name, **wkw)
-                else:
-                    proc = Sparse(weights=m, weight_exp=s.weight_exp, name=s.name, **wkw)
-                flat_out(s.src).connect(proc.s_in)
-                connect_in(proc.a_out, s.dst)
-            self.conns.append(proc)
-        for a in net.attentions:
-            qg, xg = self.groups[a.q], self.groups[a.x]
-            proc = JointAttentionProcess(qk_shape=_lava_shape(qg.shape),
-                                         x_shape=_lava_shape(xg.shape), shift=a.shift,
-                                         delay=a.delay, name=a.name)
-            out_port[a.q].connect(proc.q)
-            out_port[a.k].connect(proc.k)
-            out_port[a.x].connect(proc.x)
-            connect_in(proc.a_out, a.dst, lava_order=True)
-            self.conns.append(proc)
-        for name in keep:
+    def _conv(self, s: Synapse) -> AbstractProcess:
+        """Lava's ``Conv`` (``loihi.lava_conv``), weights flipped and transposed as netx does."""
+        from lava.proc.conv.process import Conv
+
+        src, dst = self.groups[s.src], self.groups[s.dst]
+        w = np.asarray(s.weight)[:, :, ::-1, ::-1].transpose(0, 3, 2, 1)
+        proc = Conv(weight=np.ascontiguousarray(w).astype(np.int32),
+                    input_shape=_lava_shape(src.shape), stride=tuple(s.stride)[::-1],
+                    padding=tuple(s.padding)[::-1], dilation=tuple(s.dilation)[::-1],
+                    groups=s.groups, name=s.name)
+        if tuple(proc.a_out.shape) != _lava_shape(dst.shape):
+            raise LavaError(f"synapse {s.name}: conv output {proc.a_out.shape} does not "
+                            f"match group {dst.name} {_lava_shape(dst.shape)}")
+        self._out_port[s.src].connect(proc.s_in)
+        proc.a_out.connect(self.lif[s.dst].a_in)
+        return proc
+
+    def _matrix(self, s: Synapse) -> AbstractProcess:
+        """Any other synapse as its unrolled matrix: DelaySparse with a delay, else Dense (small
+        dense) or Sparse. Sign mode MIXED and 9 weight bits leave every 8-bit mantissa as is."""
+        from lava.proc.dense.process import Dense
+        from lava.proc.sparse.process import DelaySparse, Sparse
+        from lava.utils.weightutils import SignMode
+        from scipy.sparse import csr_matrix
+
+        wkw = dict(sign_mode=SignMode.MIXED, num_weight_bits=9)   # no clip/truncate change
+        src, dst = self.groups[s.src], self.groups[s.dst]
+        delay = np.asarray(s.delay)
+        m = unroll(s, src, dst).astype(np.int32)
+        if delay.ndim or int(delay):
+            # DelaySparse: delays share the weights' sparsity pattern
+            d = np.broadcast_to(delay, (dst.size, src.size))
+            r, c = m.nonzero()
+            dl = csr_matrix((d[r, c].astype(int), (r, c)), shape=m.shape)
+            proc = DelaySparse(weights=m, delays=dl, max_delay=int(d.max()),
+                               weight_exp=s.weight_exp, name=s.name, **wkw)
+        elif s.kind == "dense" and m.shape[0] * m.shape[1] <= 1 << 22:
+            proc = Dense(weights=m.toarray(), weight_exp=s.weight_exp, name=s.name, **wkw)
+        else:
+            proc = Sparse(weights=m, weight_exp=s.weight_exp, name=s.name, **wkw)
+        self._flat_out(s.src).connect(proc.s_in)
+        self._connect_in(proc.a_out, s.dst)
+        return proc
+
+    def _attention(self, a) -> AbstractProcess:
+        qg, xg = self.groups[a.q], self.groups[a.x]
+        proc = JointAttentionProcess(qk_shape=_lava_shape(qg.shape),
+                                     x_shape=_lava_shape(xg.shape), shift=a.shift,
+                                     delay=a.delay, name=a.name)
+        self._out_port[a.q].connect(proc.q)
+        self._out_port[a.k].connect(proc.k)
+        self._out_port[a.x].connect(proc.x)
+        self._connect_in(proc.a_out, a.dst, lava_order=True)
+        return proc
+
+    def _add_sinks(self) -> None:
+        """A RingBuffer sink on every recorded neuron group's spikes."""
+        from lava.proc.io.sink import RingBuffer as Sink
+
+        for name in self.keep:
             if name in self.lif:
                 shape = _lava_shape(self.groups[name].shape)
                 self.sinks[name] = Sink(shape=shape, buffer=self.steps)
                 self.lif[name].s_out.connect(self.sinks[name].a_in)
-        self._Source = Source
-        self.anchor = next(iter(self.lif.values()))
-        self.session = _Session(self.anchor, timeout)
-        self.keep = keep
 
     def add_current_input(self, name: str) -> None:
         """Drive group ``name``'s ``a_in`` with a per-step current sequence (call before run)."""
+        from lava.proc.io.source import RingBuffer as Source
+
         g = self.groups[name]
-        self.ext[name] = self._Source(data=np.zeros((*_lava_shape(g.shape), self.steps), np.int32))
+        self.ext[name] = Source(data=np.zeros((*_lava_shape(g.shape), self.steps), np.int32))
         self.ext[name].s_out.connect(self.lif[name].a_in)
 
     def __enter__(self):
@@ -494,8 +521,33 @@ class LavaNetwork:
         currents: group -> int (steps, *shape) (groups registered with ``add_current_input``).
         record: "s", "u", "v"; u and v need one Lava call per step.
         """
-        from mksgn.deploy.engine import encode
         record = tuple(record)
+        self._load_sample(biases, inputs, source_spikes, currents)
+        res = LavaResult(num_steps=self.steps)
+        uv = [k for k in ("u", "v") if k in record]
+        if uv:
+            per = {k: {n: [] for n in self.keep if n in self.lif} for k in uv}
+            for _ in range(self.steps):
+                self.session.run(1)
+                for k in uv:
+                    for n in per[k]:
+                        per[k][n].append(from_lava(getattr(self.lif[n], k).get()).astype(np.int64))
+            for k in uv:
+                setattr(res, k, {n: np.stack(lst) for n, lst in per[k].items()})
+        else:
+            self.session.run(self.steps)
+        if "s" in record or self.net.readout:
+            for n, sink in self.sinks.items():
+                d = sink.data.get()                     # (*lava shape, steps)
+                res.spikes[n] = np.moveaxis(from_lava(d), -1, 0).astype(bool)
+        if self.net.readout:
+            res.scores = from_lava(self.lif[self.net.readout].v.get()).astype(np.int64)
+        return res
+
+    def _load_sample(self, biases, inputs, source_spikes, currents) -> None:
+        """Write one sample's bias mantissas (encoders + static, or ``biases``), source spikes
+        and external currents into the processes (see ``run``)."""
+        from mksgn.deploy.engine import encode
         mant: dict[str, np.ndarray] = {}
         for e in self.net.encoders:
             if not inputs or e.modality not in inputs:
@@ -519,26 +571,6 @@ class LavaNetwork:
         for name, p in self.ext.items():
             x = np.asarray((currents or {})[name])
             self._set(p.data, to_lava(np.moveaxis(x, 0, -1)).astype(np.int32))
-        res = LavaResult(num_steps=self.steps)
-        uv = [k for k in ("u", "v") if k in record]
-        if uv:
-            per = {k: {n: [] for n in self.keep if n in self.lif} for k in uv}
-            for _ in range(self.steps):
-                self.session.run(1)
-                for k in uv:
-                    for n in per[k]:
-                        per[k][n].append(from_lava(getattr(self.lif[n], k).get()).astype(np.int64))
-            for k in uv:
-                setattr(res, k, {n: np.stack(lst) for n, lst in per[k].items()})
-        else:
-            self.session.run(self.steps)
-        if "s" in record or self.net.readout:
-            for n, sink in self.sinks.items():
-                d = sink.data.get()                     # (*lava shape, steps)
-                res.spikes[n] = np.moveaxis(from_lava(d), -1, 0).astype(bool)
-        if self.net.readout:
-            res.scores = from_lava(self.lif[self.net.readout].v.get()).astype(np.int64)
-        return res
 
 
 # ---------------------------------------------------------------------------------------------
@@ -557,17 +589,40 @@ def run_netx(path: str | Path, steps: int, *, input_spikes: np.ndarray | None = 
     imag): each block records those its neuron has. Returns spikes per layer (bool, or int64
     messages for graded neurons) and ``u``/``v``/``states``.
     """
-    from lava.lib.dl import netx
     from lava.proc.io.sink import RingBuffer as Sink
-    from lava.proc.io.source import RingBuffer as Source
 
     from mksgn import netx_io
 
-    record = tuple(record)
     try:
         ours = netx_io.read(path, input_shape=input_shape, num_layers=num_layers)
     except netx_io.NetxFormatError as e:
         raise LavaError(str(e)) from None
+    net = _netx_network(path, reset_interval, num_layers, input_shape)
+    names = [m["group"] for m in ours.meta["layers"]]
+    if len(names) != len(net.layers):
+        raise LavaError(f"{path}: {len(net.layers)} netx blocks for {len(names)} layers")
+    blocks = dict(zip(names, net.layers))
+    sinks = {}
+    for n, b in blocks.items():
+        sinks[n] = Sink(shape=b.out.shape, buffer=steps)
+        b.out.connect(sinks[n].a_in)
+    _drive_netx(path, net, input_spikes, input_current, input_bias)
+    session = _Session(net, timeout)
+    try:
+        res = _record_netx(session, steps, blocks, tuple(record))
+        for n, sink in sinks.items():
+            d = np.moveaxis(from_lava(sink.data.get()), -1, 0)
+            graded = getattr(ours.group(n).model, "graded", False)
+            res.spikes[n] = d.astype(np.int64) if graded else d.astype(bool)
+    finally:
+        session.close()
+    return res
+
+
+def _netx_network(path, reset_interval, num_layers, input_shape):
+    """``netx.hdf5.Network`` of the file, or LavaError with netx's reason."""
+    from lava.lib.dl import netx
+
     kw = {}
     if input_shape is not None:
         kw["input_shape"] = tuple(input_shape[::-1]) if len(input_shape) == 3 \
@@ -575,20 +630,17 @@ def run_netx(path: str | Path, steps: int, *, input_spikes: np.ndarray | None = 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            net = netx.hdf5.Network(net_config=str(path), reset_interval=reset_interval,
-                                    num_layers=num_layers, **kw)
+            return netx.hdf5.Network(net_config=str(path), reset_interval=reset_interval,
+                                     num_layers=num_layers, **kw)
     except Exception as e:  # noqa: BLE001
         raise LavaError(f"{path}: netx could not build the network: "
                         f"{type(e).__name__}: {e}") from e
-    names = [m["group"] for m in ours.meta["layers"]]
-    if len(names) != len(net.layers):
-        raise LavaError(f"{path}: {len(net.layers)} netx blocks for {len(names)} layers")
-    blocks = dict(zip(names, net.layers))
-    graded = {n: getattr(ours.group(n).model, "graded", False) for n in names}
-    sinks = {}
-    for n, b in blocks.items():
-        sinks[n] = Sink(shape=b.out.shape, buffer=steps)
-        b.out.connect(sinks[n].a_in)
+
+
+def _drive_netx(path, net, input_spikes, input_current, input_bias) -> None:
+    """Connect the given input spikes / currents (RingBuffer sources) and set the input bias."""
+    from lava.proc.io.source import RingBuffer as Source
+
     first = net.layers[0]
     if input_spikes is not None:
         data = to_lava(np.moveaxis(np.asarray(input_spikes) != 0, 0, -1)).astype(np.int32)
@@ -611,29 +663,28 @@ def run_netx(path: str | Path, steps: int, *, input_spikes: np.ndarray | None = 
             raise LavaError(f"input bias shape does not match the input layer "
                             f"{tuple(first.neuron.bias_mant.shape)} (x, y, z)")
         first.neuron.bias_mant.init = b
-    session = _Session(net, timeout)
+
+
+def _record_netx(session: _Session, steps: int, blocks: dict, record: tuple[str, ...]
+                 ) -> LavaResult:
+    """Run ``steps`` steps; the neuron states in ``record`` each block has, read every step
+    (one Lava call per step then)."""
     res = LavaResult(num_steps=steps)
-    try:
-        wanted = [k for k in record if k != "s"]
-        per = {k: {n: [] for n, b in blocks.items() if isinstance(getattr(b.neuron, k, None), Var)}
-               for k in wanted}
-        if any(per.values()):
-            for _ in range(steps):
-                session.run(1)
-                for k, groups in per.items():
-                    for n, lst in groups.items():
-                        lst.append(from_lava(getattr(blocks[n].neuron, k).get()).astype(np.int64))
-        else:
-            session.run(steps)
-        res.states = {k: {n: np.stack(lst) for n, lst in groups.items()}
-                      for k, groups in per.items() if groups}
-        res.u = res.states.get("u", {})
-        res.v = res.states.get("v", {})
-        for n, sink in sinks.items():
-            d = np.moveaxis(from_lava(sink.data.get()), -1, 0)
-            res.spikes[n] = d.astype(np.int64) if graded[n] else d.astype(bool)
-    finally:
-        session.close()
+    wanted = [k for k in record if k != "s"]
+    per = {k: {n: [] for n, b in blocks.items() if isinstance(getattr(b.neuron, k, None), Var)}
+           for k in wanted}
+    if any(per.values()):
+        for _ in range(steps):
+            session.run(1)
+            for k, groups in per.items():
+                for n, lst in groups.items():
+                    lst.append(from_lava(getattr(blocks[n].neuron, k).get()).astype(np.int64))
+    else:
+        session.run(steps)
+    res.states = {k: {n: np.stack(lst) for n, lst in groups.items()}
+                  for k, groups in per.items() if groups}
+    res.u = res.states.get("u", {})
+    res.v = res.states.get("v", {})
     return res
 
 

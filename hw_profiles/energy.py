@@ -21,7 +21,8 @@ separately, as the chip would): spike counts are summed over runs, and neuron up
 MACs are counted once per run (``runs / samples`` per sample).
 
 Energies (pJ per sample):
-- neuromorphic: synops E_synop + active E_update + idle E_update_idle + deliveries E_spike_core
+- neuromorphic: synops E_synop + active E_update + idle E_update_idle (+ spikes E_spike_out,
+  in the neurons part) + deliveries E_spike_core
   + east-west hops E_hop_ew + north-south hops E_hop_ns + encoder MACs E_input_mac;
 - cmos (the paper's convention): synops E_ac + encoder MACs E_mac (E_input_mac if given)
   (+ all neuron updates E_neuron_update if the profile gives one);
@@ -35,6 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mksgn import netgraph
+from mksgn.activity import Activity
 from mksgn.profiles import Profile
 from mksgn.opcount import (Placement, encoder_macs, spike_prices, spike_terms,
                            SpikeWork, spike_work)
@@ -42,28 +44,6 @@ from mksgn.opcount import (Placement, encoder_macs, spike_prices, spike_terms,
 
 # ---------------------------------------------------------------------------------------------
 # Activity and counts
-
-@dataclass
-class Activity:
-    """Measured activity: per group, per-neuron spike counts (and, when recorded, active
-    neuron-steps, see ``mksgn.opcount``) summed over all runs of ``samples`` samples."""
-    counts: dict[str, np.ndarray]      # group name -> int64 (group shape)
-    samples: int
-    num_steps: int
-    runs: int | None = None            # network runs (samples x persons run); default: samples
-    engine: str = ""
-    network_sha256: str = ""
-    active: dict[str, np.ndarray] | None = None  # group -> int64 active steps; None: not recorded
-
-    @property
-    def active_rule(self) -> str:
-        """How active neuron updates are counted: "recorded" or "spikes" (a lower bound)."""
-        return "recorded" if self.active is not None else "spikes"
-
-    @property
-    def runs_per_sample(self) -> float:
-        return (self.runs if self.runs is not None else self.samples) / self.samples
-
 
 @dataclass
 class LayerCounts:
@@ -178,7 +158,8 @@ def layer_energy(layer: LayerCounts, profile: Profile, num_steps: int) -> Energy
     if profile.kind == "neuromorphic":
         e.neurons = (layer.updates_active * profile.pj("neuron_update")
                      + layer.updates_idle * profile.pj("neuron_update_idle",
-                                                       profile.pj("neuron_update")))
+                                                       profile.pj("neuron_update"))
+                     + layer.spikes * profile.pj("spike_out", 0.0))
         if layer.encoder_macs:
             e.input = layer.encoder_macs * _input_mac_pj(profile, None)
     elif profile.kind == "cmos":

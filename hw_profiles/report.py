@@ -16,6 +16,7 @@ from mksgn.hw_profiles.energy import (Activity, count_student, layer_energy,
                                       needed_neurons_per_core, needed_placements)
 from mksgn.profiles import Profile
 from mksgn.hw_profiles.teacher import TeacherFile, TeacherLayer, teacher_energy_pj
+from mksgn.hw_profiles.latency import student_latency
 from mksgn.opcount import placement
 
 SCHEMA = "mksgn-energy/1"
@@ -85,6 +86,9 @@ class EnergyReport:
     reduction_percent: dict[str, dict[str, float | None]] = field(default_factory=dict)
     schema: str = SCHEMA
     reference_teacher: ReferenceTeacher | None = None    # --reference-teacher
+    # profile -> LatencyEstimate fields (s per step and per sample), for profiles with a
+    # latency model (mksgn.hw_profiles.latency); no ANN-device profile states a time
+    student_latency: dict[str, dict] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)
@@ -152,6 +156,10 @@ def build_report(net: netgraph.Network, net_path: str, act: Activity, activity_s
                   "runs": act.runs if act.runs is not None else act.samples,
                   "num_steps": act.num_steps, "neuron_updates": act.active_rule},
         profiles=[p.to_dict() for p in profiles], student=rows, student_total_pj=totals)
+    for p in profiles:
+        est = student_latency(net, act, layers, p)
+        if est is not None:
+            report.student_latency[p.name] = asdict(est)
     if teacher_layers or reference is not None:
         report.teacher_profiles = [p.to_dict() for p in teacher_profiles]
     if teacher_layers:
@@ -176,6 +184,14 @@ def si_energy(pj: float) -> str:
         if abs(pj) >= scale:
             return f"{pj / scale:.3g} {unit}"
     return f"{pj:.3g} pJ"
+
+
+def si_time(s: float) -> str:
+    """Seconds -> a short SI string ("2.10 ms", "880 us")."""
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+        if abs(s) >= scale:
+            return f"{s / scale:.3g} {unit}"
+    return f"{s * 1e9:.3g} ns"
 
 
 def _count(x: float) -> str:
@@ -232,27 +248,30 @@ def _totals_table(report: EnergyReport):
     """Student and teacher totals per profile, with their operation counts (fits 80 columns)."""
     from rich.table import Table
 
-    t = Table(title="Energy per sample", title_justify="left")
-    for col in ("model", "on", "energy", "operations per sample"):
-        t.add_column(col, justify="right" if col == "energy" else "left", overflow="fold")
+    t = Table(title="Energy and time per sample", title_justify="left")
+    for col in ("model", "on", "energy", "time", "operations per sample"):
+        t.add_column(col, justify="right" if col in ("energy", "time") else "left",
+                     overflow="fold")
     synops = sum(r.synops for r in report.student)
     spikes = sum(r.spikes_per_sample for r in report.student)
     ops = f"{_count(synops)} synops, {_count(spikes)} spikes"
     for p in report.profiles:
         n = p["name"]
+        lat = report.student_latency.get(n)
         t.add_row("student", n + (" (estimate)" if p.get("estimate") else ""),
-                  si_energy(report.student_total_pj[n]), ops)
+                  si_energy(report.student_total_pj[n]),
+                  si_time(lat["per_sample_s"]) if lat else "-", ops)
         ops = ""
     ops = (f"{_count(sum(r.macs for r in report.teacher))} MACs, "
            f"{_count(sum(r.adds for r in report.teacher))} adds")
     for n, e in report.teacher_total_pj.items():
-        t.add_row("teacher", n, si_energy(e), ops)
+        t.add_row("teacher", n, si_energy(e), "-", ops)
         ops = ""
     ref = report.reference_teacher
     if ref is not None:
         ops = f"{_count(ref.macs)} MACs, {_count(ref.adds)} adds"
         for n, e in ref.total_pj.items():
-            t.add_row("reference teacher", n, si_energy(e), ops)
+            t.add_row("reference teacher", n, si_energy(e), "-", ops)
             ops = ""
     return t
 

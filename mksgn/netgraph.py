@@ -23,7 +23,7 @@ Semantics (one time step t, all integer; constants from ``mksgn.loihi``):
   ``x_int = clip(round(x * 2**input_frac_bits), int16)``,
   ``bias_mant = clip((conv2d(x_int, weight, padding, stride) + bias) >> shift, 13-bit signed)``,
   applied with bias exponent 6 (``loihi.NETX_BIAS_EXP``) like netx input layers.
-- Every ``NeuronGroup`` then sums all currents arriving at step t and runs ``loihi.cuba_step``
+- Every ``NeuronGroup`` then sums all currents arriving at step t and runs ``loihi.Cuba.step``
   (static ``bias`` mantissa, if any, is added to the encoder bias and the sum clipped to 13-bit
   signed; both use exponent 6).
 - The network runs ``num_steps`` steps from zero state. ``readout`` names the non-spiking group whose
@@ -31,7 +31,7 @@ Semantics (one time step t, all integer; constants from ``mksgn.loihi``):
   never spikes and is never reset (Lava: a threshold above the 24-bit voltage range).
 - A group with a ``model`` (``mksgn.neuron_models``: sigma-delta, delta, sigma, resonate-and-fire;
   read from stock netx files only, never stored in the graph section) runs that model's step on the
-  summed input instead of ``loihi.cuba_step``; its output at step t may be graded (an integer
+  summed input instead of ``loihi.Cuba.step``; its output at step t may be graded (an integer
   message), which synapses weigh like a spike of that value.
 - A ``source`` group has no neurons: its spikes at step t are given from outside (an input spike
   sequence, binary); it only feeds synapses. Used for stock netx files whose first layer is a
@@ -298,3 +298,18 @@ def load(path: str | Path) -> Network:
         net = read_graph(h5)
     net.validate()
     return net
+
+
+def unroll_joints(w: np.ndarray, v_in: int, stride: int, pad: int, dil: int) -> np.ndarray:
+    """A conv kernel over (frames, joints) as a dense map over joints: w (O, I, k_t, k_v) ->
+    M (O, V_out, I, V_in, k_t), w's dtype, so that output joint v_out takes input joint u through
+    M[:, v_out, :, u]. The layout the folded channel x joint forms (netx chains, NIR) share."""
+    o, i, kt, kv = w.shape
+    v_out = (v_in + 2 * pad - dil * (kv - 1) - 1) // stride + 1
+    m = np.zeros((o, v_out, i, v_in, kt), dtype=w.dtype)
+    for vo in range(v_out):
+        for j in range(kv):
+            u = vo * stride - pad + j * dil
+            if 0 <= u < v_in:
+                m[:, vo, :, u, :] += w[:, :, :, j]
+    return m

@@ -74,7 +74,7 @@ import numpy as np
 from mksgn import loihi, neuron_models
 from mksgn.netgraph import Network, NeuronGroup, Synapse
 
-NEVER_SPIKE_VTH = 1 << (loihi.VTH_MANT_BITS)   # 2**17 << 6 = 2**23 > largest v: never spikes
+NEVER_SPIKE_VTH = loihi.NEVER_SPIKE_VTH_MANT   # 2**17 << 6 = 2**23 > largest v: never spikes
 NETX = "lava-dl netx 0.6.0"
 
 
@@ -764,6 +764,93 @@ def _type(h: h5py.Group, name: str) -> None:
     h.create_dataset("type", (1,), "S10", [name.encode("ascii")])
 
 
+def _check_netx_synapse(s: Synapse) -> None:
+    """Raise ValueError when netx cannot hold synapse ``s`` exactly (``write_netx_layers``)."""
+    if s.kind not in _SYNAPSE_LAYERS:
+        raise ValueError(f"synapse {s.name}: kind {s.kind!r} has no netx layer")
+    if s.weight_exp != 0:
+        raise ValueError(f"synapse {s.name}: weight_exp {s.weight_exp} cannot be stored in "
+                         f"netx (it derives the exponent from the weights)")
+    w = np.asarray(s.weight).astype(np.int64)
+    if not w.any():
+        raise ValueError(f"synapse {s.name}: all-zero weights (netx cannot load them)")
+    if w.min() < -256 or w.max() > 255:
+        raise ValueError(f"synapse {s.name}: weights outside netx's 8-bit range")
+    if s.kind == "dense":
+        w_eff, exp = lava_dense_weights(w.reshape(w.shape[0], -1))
+        if exp > 0 or not np.array_equal(w_eff, w.reshape(w_eff.shape) << -exp):
+            raise ValueError(f"synapse {s.name}: netx would change these weights "
+                             f"(its 8-bit sign modes); keep mixed-sign weights in "
+                             f"[-256, 254] and all-negative ones above -256")
+    if s.kind == "conv" and np.any(np.asarray(s.delay) != 0):
+        raise ValueError(f"synapse {s.name}: netx ignores conv delays")
+
+
+def _dense_delay(s: Synapse, prev: NeuronGroup, g: NeuronGroup) -> np.ndarray:
+    """A dense synapse's delays as netx stores them: one per output (or per input) neuron."""
+    d = np.broadcast_to(np.asarray(s.delay), (g.size, prev.size))
+    if (d == d[:, :1]).all():
+        d1 = d[:, 0]
+    elif (d == d[:1, :]).all():
+        d1 = d[0, :]
+    else:
+        raise ValueError(f"synapse {s.name}: netx delays are per output or per "
+                         f"input, not per synapse")
+    if d1.max() > 62:
+        raise ValueError(f"synapse {s.name}: delay above netx's limit of 62")
+    return d1.astype(np.float32)
+
+
+def _write_dense(h: h5py.Group, s: Synapse, prev: NeuronGroup, g: NeuronGroup) -> None:
+    w = np.asarray(s.weight).astype(np.float32)
+    _type(h, "dense")
+    h.create_dataset("shape", data=np.array([g.size]))
+    h.create_dataset("inFeatures", data=prev.size)
+    h.create_dataset("outFeatures", data=g.size)
+    h.create_dataset("weight", data=w.reshape(g.size, prev.size))
+    if np.ndim(s.delay) or int(s.delay):
+        h.create_dataset("delay", data=_dense_delay(s, prev, g))
+
+
+def _write_conv(h: h5py.Group, s: Synapse, prev: NeuronGroup, g: NeuronGroup) -> None:
+    w = np.asarray(s.weight).astype(np.float32)
+    _type(h, "conv")
+    h.create_dataset("shape", data=np.array(g.shape))
+    h.create_dataset("inChannels", data=prev.shape[0])
+    h.create_dataset("outChannels", data=g.shape[0])
+    h.create_dataset("kernelSize", data=np.array(w.shape[2:]))
+    h.create_dataset("stride", data=np.array(s.stride))
+    h.create_dataset("padding", data=np.array(s.padding))
+    h.create_dataset("dilation", data=np.array(s.dilation))
+    h.create_dataset("groups", data=s.groups)
+    h.create_dataset("weight", data=w)
+
+
+# synapse kind -> writer of the netx layer (its synapse part) that holds it
+_SYNAPSE_LAYERS: dict[str, Callable[[h5py.Group, Synapse, NeuronGroup, NeuronGroup], None]] = {
+    "dense": _write_dense,
+    "conv": _write_conv,
+}
+
+
+def _write_bias(h: h5py.Group, g: NeuronGroup) -> None:
+    """A group's static bias: per channel when it is, else the whole (x, y, z) array."""
+    b = np.broadcast_to(np.asarray(g.bias), g.shape)
+    if len(g.shape) == 3:
+        per_channel = (b == b[:, :1, :1]).all()
+        b = b[:, 0, 0] if per_channel else b.transpose(2, 1, 0)
+    h.create_dataset("bias", data=np.ascontiguousarray(b).astype(np.float32))
+
+
+def _write_input_layer(h: h5py.Group, first: NeuronGroup, readout: bool) -> None:
+    _type(h, "input")
+    h.create_dataset("shape", data=np.array(first.shape))
+    if not first.source:
+        if first.bias is not None and np.any(first.bias):
+            raise ValueError(f"group {first.name}: netx input layers have no bias")
+        _neuron_ds(h, first, readout)
+
+
 def write_netx_layers(net: Network, h5: h5py.File | h5py.Group) -> None:
     """Write a chain ``Network`` as a stock netx ``/layer`` section into an open HDF5 file.
 
@@ -776,38 +863,13 @@ def write_netx_layers(net: Network, h5: h5py.File | h5py.Group) -> None:
     """
     order = chain_order(net)
     for s in net.synapses:
-        if s.kind not in ("dense", "conv"):
-            raise ValueError(f"synapse {s.name}: kind {s.kind!r} has no netx layer")
-        if s.weight_exp != 0:
-            raise ValueError(f"synapse {s.name}: weight_exp {s.weight_exp} cannot be stored in "
-                             f"netx (it derives the exponent from the weights)")
-        w = np.asarray(s.weight).astype(np.int64)
-        if not w.any():
-            raise ValueError(f"synapse {s.name}: all-zero weights (netx cannot load them)")
-        if w.min() < -256 or w.max() > 255:
-            raise ValueError(f"synapse {s.name}: weights outside netx's 8-bit range")
-        if s.kind == "dense":
-            w_eff, exp = lava_dense_weights(w.reshape(w.shape[0], -1))
-            if exp > 0 or not np.array_equal(w_eff, w.reshape(w_eff.shape) << -exp):
-                raise ValueError(f"synapse {s.name}: netx would change these weights "
-                                 f"(its 8-bit sign modes); keep mixed-sign weights in "
-                                 f"[-256, 254] and all-negative ones above -256")
-        if s.kind == "conv" and np.any(np.asarray(s.delay) != 0):
-            raise ValueError(f"synapse {s.name}: netx ignores conv delays")
+        _check_netx_synapse(s)
     layers = h5.create_group("layer")
-    idx = 0
     first = order[0]
-    h = layers.create_group(str(idx))
-    _type(h, "input")
-    h.create_dataset("shape", data=np.array(first.shape))
-    if not first.source:
-        if first.bias is not None and np.any(first.bias):
-            raise ValueError(f"group {first.name}: netx input layers have no bias")
-        _neuron_ds(h, first, first.readout or net.readout == first.name)
-    idx += 1
+    _write_input_layer(layers.create_group("0"), first, first.readout or net.readout == first.name)
+    idx = 1
     for prev, g in zip(order, order[1:]):
         s = net.incoming(g.name)[0]
-        readout = g.readout or net.readout == g.name
         if s.kind == "dense" and len(prev.shape) > 1:
             h = layers.create_group(str(idx))
             _type(h, "flatten")
@@ -815,43 +877,10 @@ def write_netx_layers(net: Network, h5: h5py.File | h5py.Group) -> None:
             idx += 1
         h = layers.create_group(str(idx))
         idx += 1
-        w = np.asarray(s.weight).astype(np.float32)
-        if s.kind == "dense":
-            _type(h, "dense")
-            h.create_dataset("shape", data=np.array([g.size]))
-            h.create_dataset("inFeatures", data=prev.size)
-            h.create_dataset("outFeatures", data=g.size)
-            h.create_dataset("weight", data=w.reshape(g.size, prev.size))
-            if np.ndim(s.delay) or int(s.delay):
-                d = np.broadcast_to(np.asarray(s.delay), (g.size, prev.size))
-                if (d == d[:, :1]).all():
-                    d1 = d[:, 0]
-                elif (d == d[:1, :]).all():
-                    d1 = d[0, :]
-                else:
-                    raise ValueError(f"synapse {s.name}: netx delays are per output or per "
-                                     f"input, not per synapse")
-                if d1.max() > 62:
-                    raise ValueError(f"synapse {s.name}: delay above netx's limit of 62")
-                h.create_dataset("delay", data=d1.astype(np.float32))
-        else:
-            _type(h, "conv")
-            h.create_dataset("shape", data=np.array(g.shape))
-            h.create_dataset("inChannels", data=prev.shape[0])
-            h.create_dataset("outChannels", data=g.shape[0])
-            h.create_dataset("kernelSize", data=np.array(w.shape[2:]))
-            h.create_dataset("stride", data=np.array(s.stride))
-            h.create_dataset("padding", data=np.array(s.padding))
-            h.create_dataset("dilation", data=np.array(s.dilation))
-            h.create_dataset("groups", data=s.groups)
-            h.create_dataset("weight", data=w)
+        _SYNAPSE_LAYERS[s.kind](h, s, prev, g)
         if g.bias is not None:
-            b = np.broadcast_to(np.asarray(g.bias), g.shape)
-            if len(g.shape) == 3:
-                per_channel = (b == b[:, :1, :1]).all()
-                b = b[:, 0, 0] if per_channel else b.transpose(2, 1, 0)
-            h.create_dataset("bias", data=np.ascontiguousarray(b).astype(np.float32))
-        _neuron_ds(h, g, readout)
+            _write_bias(h, g)
+        _neuron_ds(h, g, g.readout or net.readout == g.name)
 
 
 def to_netx_array(x: np.ndarray) -> np.ndarray:
@@ -862,3 +891,20 @@ def to_netx_array(x: np.ndarray) -> np.ndarray:
 def from_netx_array(x: np.ndarray) -> np.ndarray:
     """netx's (x, y, z[, t]) array -> our (C, T, V[, t]) order (1-D/2-D (n[, t]) pass through)."""
     return x if x.ndim < 3 else np.ascontiguousarray(np.swapaxes(x, 0, 2))
+
+
+def to_netx_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Our (C, T, V) group shape -> netx's layer shape (x, y, z); (N,) passes through."""
+    return tuple(shape[::-1]) if len(shape) == 3 else tuple(shape)
+
+
+def input_port_shape(net: Network) -> tuple[int, ...]:
+    """The shape of ``hdf5.Network.inp`` that netx builds from the file ``read`` gave as ``net``
+    (the first block's input port, netx order). A neuron-less input layer ahead of ``flatten``
+    and ``dense`` leaves the dense block's flat (N,) port (``Dense.inp``), which indexes our
+    (C, H, W) row-major; otherwise it is the first layer's own shape (``to_netx_shape``)."""
+    first = net.groups[0]
+    fed = [s for s in net.synapses if s.src == first.name]
+    if first.source and fed and all(s.kind == "dense" for s in fed):
+        return (first.size,)
+    return to_netx_shape(first.shape)

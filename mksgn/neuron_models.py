@@ -7,8 +7,11 @@ them. Each entry says what it is (the Lava process and ProcessModel it reproduce
 (``step`` on int64 torch tensors holding Lava's int32 values) and how it counts (``graded``: its
 output messages carry integers, and a message is sent where the output is non-zero).
 
-Every model here keeps Lava's int32 arithmetic: sums wrap modulo 2**32 (``wrap32``), right shifts
-are arithmetic. One step, from the summed synaptic input ``a`` (int32, 0 when nothing arrives):
+Every model here keeps Lava's int32 arithmetic: sums wrap modulo 2**32 (``loihi.wrap32``), right
+shifts are arithmetic, ``sgn(p) (|p| >> 12)`` is ``loihi.scale_fraction``. The sigma-delta and
+delta updates are plain functions of tensors (``sigma_delta``, ``delta``), which the eager steps
+call and ``mksgn.deploy.fused`` compiles. One step, from the summed synaptic input ``a`` (int32, 0
+when nothing arrives):
 
 - ``SigmaDelta`` (``lava.proc.sdn`` ``PySigmaDeltaModelFixed``; netx ``SDNN`` neurons of hidden
   layers; ReLU, no cumulative error, ``spike_exp = state_exp = 6`` as netx sets them)::
@@ -53,30 +56,29 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-_INT32 = 1 << 32
-_UV_MAX = 1 << 23
+from mksgn import loihi
 
-
-def wrap32(x: torch.Tensor) -> torch.Tensor:
-    """Two's-complement wrap of an int64 tensor to int32 values (a read-only range check first:
-    the wrap's three passes are needed only when a value really left the int32 range)."""
-    mn, mx = torch.aminmax(x)
-    if bool(mn >= -(1 << 31)) and bool(mx < (1 << 31)):
-        return x
-    return ((x + (1 << 31)) & (_INT32 - 1)) - (1 << 31)
-
-
-def _add(x, a):
-    return x if a is None else wrap32(x + a)
-
-
-def _delta_encode(x: torch.Tensor, st: dict, vth: int) -> torch.Tensor:
-    """Lava's ``delta_dynamics`` without cumulative error; updates act/residue, returns s."""
-    delta = wrap32(x - st["act"] + st["residue"])
+def _delta_encode(x, act, residue, vth, state_exp, wrap):
+    """Lava's ``delta_dynamics`` without cumulative error. Returns (act, residue, out)."""
+    delta = wrap(x - act + residue)
     s = delta.masked_fill(delta.abs() < vth, 0)
-    st["residue"] = delta - s
-    st["act"] = x
-    return s
+    return x, delta - s, s >> state_exp
+
+
+def sigma_delta(sigma, act, residue, a, bias, vth, state_exp, wrap=loihi.wrap32):
+    """One ``SigmaDelta`` step on int64 tensors (what ``mksgn.deploy.fused`` compiles; the eager
+    step passes ``wrap=loihi.wrap32_checked``). a: None when nothing arrives; bias: int64 tensor or
+    0. Returns (sigma, act, residue, out)."""
+    if a is not None:
+        sigma = wrap(sigma + a)
+    x = wrap(sigma + bias) if not (isinstance(bias, int) and bias == 0) else sigma
+    return (sigma, *_delta_encode(x.clamp(min=0), act, residue, vth, state_exp, wrap))
+
+
+def delta(act, residue, a, vth, shift, state_exp, wrap=loihi.wrap32):
+    """One ``Delta`` step on int64 tensors, ``shift = spike_exp + state_exp``. Returns (act,
+    residue, out)."""
+    return _delta_encode(wrap(a << shift), act, residue, vth, state_exp, wrap)
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,7 @@ class SigmaDelta:
     lava: ClassVar[str] = "SigmaDelta"
     states: ClassVar[tuple[str, ...]] = ("sigma", "act", "residue")
     graded: ClassVar[bool] = True
-    max_output: ClassVar[int] = 1 << 31
+    max_output: ClassVar[int] = -loihi.INT32_MIN
     has_bias: ClassVar[bool] = True
 
     @property
@@ -97,13 +99,13 @@ class SigmaDelta:
 
     def bias(self, mant: torch.Tensor) -> torch.Tensor:
         """Effective bias: the int32 ``bias * 2**(spike_exp + state_exp)`` Lava stores."""
-        return wrap32(mant << (self.spike_exp + self.state_exp))
+        return loihi.wrap32_checked(mant << (self.spike_exp + self.state_exp))
 
     def step(self, st: dict, a: torch.Tensor | None, bias) -> torch.Tensor:
-        st["sigma"] = _add(st["sigma"], a)
-        act = wrap32(st["sigma"] + bias) if not isinstance(bias, int) or bias else st["sigma"]
-        s = _delta_encode(act.clamp(min=0), st, self.vth)
-        return s >> self.state_exp
+        st["sigma"], st["act"], st["residue"], out = sigma_delta(
+            st["sigma"], st["act"], st["residue"], a, bias, self.vth, self.state_exp,
+            wrap=loihi.wrap32_checked)
+        return out
 
 
 @dataclass(frozen=True)
@@ -115,7 +117,7 @@ class Delta:
     lava: ClassVar[str] = "Delta"
     states: ClassVar[tuple[str, ...]] = ("sigma", "act", "residue")   # Lava's sigma stays 0
     graded: ClassVar[bool] = True
-    max_output: ClassVar[int] = 1 << 31
+    max_output: ClassVar[int] = -loihi.INT32_MIN
     has_bias: ClassVar[bool] = False
 
     @property
@@ -123,10 +125,11 @@ class Delta:
         return int(np.int32(self.vth_mant * (1 << (self.spike_exp + self.state_exp))))
 
     def step(self, st: dict, a: torch.Tensor | None, bias) -> torch.Tensor:
-        x = wrap32(a << (self.spike_exp + self.state_exp)) if a is not None \
-            else torch.zeros_like(st["act"])
-        s = _delta_encode(x, st, self.vth)
-        return s >> self.state_exp
+        a = torch.zeros_like(st["act"]) if a is None else a
+        st["act"], st["residue"], out = delta(st["act"], st["residue"], a, self.vth,
+                                              self.spike_exp + self.state_exp, self.state_exp,
+                                              wrap=loihi.wrap32_checked)
+        return out
 
 
 @dataclass(frozen=True)
@@ -135,16 +138,13 @@ class Sigma:
     lava: ClassVar[str] = "Sigma"
     states: ClassVar[tuple[str, ...]] = ("sigma",)
     graded: ClassVar[bool] = True
-    max_output: ClassVar[int] = 1 << 31
+    max_output: ClassVar[int] = -loihi.INT32_MIN
     has_bias: ClassVar[bool] = False
 
     def step(self, st: dict, a: torch.Tensor | None, bias) -> torch.Tensor:
-        st["sigma"] = _add(st["sigma"], a)
+        if a is not None:
+            st["sigma"] = loihi.wrap32_checked(st["sigma"] + a)
         return st["sigma"]
-
-
-def _scale(x: torch.Tensor, bits: int) -> torch.Tensor:
-    return torch.sign(x) * (x.abs() >> bits)
 
 
 @dataclass(frozen=True)
@@ -155,7 +155,6 @@ class Resonator:
     cos_decay: int
     izhikevich: bool = False
     state_exp: int = 6
-    decay_bits: int = 12
     states: ClassVar[tuple[str, ...]] = ("real", "imag")
     graded: ClassVar[bool] = False
     max_output: ClassVar[int] = 1
@@ -186,13 +185,11 @@ class Resonator:
     def step(self, st: dict, a: torch.Tensor | None, bias, b: torch.Tensor | None = None
              ) -> torch.Tensor:
         re, im = st["real"], st["imag"]
-        sh = self.decay_bits
+        mul = loihi.scale_fraction
         a = torch.zeros_like(re) if a is None else a << self.state_exp
         b = torch.zeros_like(im) if b is None else b << self.state_exp
-        new_re = _scale(self.cos_decay * re, sh) - _scale(self.sin_decay * im, sh) + a
-        new_im = _scale(self.sin_decay * re, sh) + _scale(self.cos_decay * im, sh) + b
-        new_re = new_re.clamp(-_UV_MAX + 1, _UV_MAX - 1)
-        new_im = new_im.clamp(-_UV_MAX + 1, _UV_MAX - 1)
+        new_re = loihi.clip_voltage(mul(re, self.cos_decay) - mul(im, self.sin_decay) + a)
+        new_im = loihi.clip_voltage(mul(re, self.sin_decay) + mul(im, self.cos_decay) + b)
         if self.izhikevich:
             s = new_im >= self.vth
             new_re = new_re.masked_fill(s, 0)
@@ -210,7 +207,7 @@ class Sum:
     lava: ClassVar[str] = ""
     states: ClassVar[tuple[str, ...]] = ()
     graded: ClassVar[bool] = True
-    max_output: ClassVar[int] = 1 << 31
+    max_output: ClassVar[int] = -loihi.INT32_MIN
     has_bias: ClassVar[bool] = False
 
     def step(self, st: dict, a: torch.Tensor | None, bias) -> torch.Tensor:

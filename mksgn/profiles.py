@@ -10,7 +10,7 @@ user's. Every schema error is one line naming the file, the line and the field::
 from __future__ import annotations
 
 import importlib.resources
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -31,19 +31,31 @@ ENERGY_KEYS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     # synop: one synaptic event delivered to one target (spike x weight lookup + accumulate);
     # neuron_update: one active neuron-step (mksgn.opcount's rule), neuron_update_idle: one
     # idle neuron-step;
+    # spike_out: one spike leaving its neuron (the soma's output stage, once per spike);
     # spike_core: delivering one spike to one destination core; hop_ew / hop_ns: one east-west /
     # north-south mesh hop between tiles (priced on our placement, which needs mesh_width);
     # input_mac: one MAC of a real-valued input layer (host-side encoder).
     "neuromorphic": (("synop", "neuron_update"),
-                     ("neuron_update_idle", "spike_core", "hop_ew", "hop_ns", "input_mac")),
+                     ("neuron_update_idle", "spike_out", "spike_core", "hop_ew", "hop_ns",
+                      "input_mac")),
     # ac: one accumulate (a synop of a binary spike), mac: one multiply-accumulate.
     "cmos": (("ac", "mac"), ("input_mac", "neuron_update")),
     # op: one MAC-equivalent operation of a conventional processor running the network densely.
     "ann_device": (("op",), ("input_mac",)),
 }
 TOP_KEYS_REQUIRED = ("name", "kind", "description", "energy")
-TOP_KEYS_OPTIONAL = ("neurons_per_core", "cores_per_chip", "cores_per_tile", "mesh_width",
-                     "estimate", "basis", "references")
+#: time units accepted in a profile's ``latency`` and their size in seconds
+UNIT_S: dict[str, float] = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}
+# Latency entries (optional, neuromorphic only; mksgn.hw_profiles.latency's model): step_sync:
+# the barrier that ends every time step; neuron_update / neuron_update_idle: one active / idle
+# neuron-step, serial on its core; synop: one synaptic event, serial on the destination core;
+# spike_core: receiving one spike message on a core; spike_out: one spike leaving its neuron.
+LATENCY_KEYS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "neuromorphic": (("step_sync", "neuron_update", "synop"),
+                     ("neuron_update_idle", "spike_core", "spike_out")),
+}
+TOP_KEYS_OPTIONAL = ("latency", "neurons_per_core", "cores_per_chip", "cores_per_tile",
+                     "mesh_width", "estimate", "basis", "references")
 INT_KEYS = ("neurons_per_core", "cores_per_chip", "cores_per_tile", "mesh_width")
 
 
@@ -61,6 +73,18 @@ class EnergyEntry:
 
 
 @dataclass(frozen=True)
+class LatencyEntry:
+    """One time: ``value`` in ``unit`` and where it comes from."""
+    value: float
+    unit: str
+    source: str
+
+    @property
+    def seconds(self) -> float:
+        return self.value * UNIT_S[self.unit]
+
+
+@dataclass(frozen=True)
 class Profile:
     """A device's per-operation energies (see README.md for what each kind's entries mean)."""
     name: str
@@ -75,6 +99,15 @@ class Profile:
     basis: str = ""
     references: tuple[str, ...] = ()
     path: str = ""                     # the file it was read from
+    latency: dict[str, "LatencyEntry"] = field(default_factory=dict)  # LATENCY_KEYS; {}: none
+
+    def seconds(self, key: str, default: float | None = None) -> float:
+        """Seconds of one ``key`` operation; ``default`` when the profile does not give it."""
+        if key in self.latency:
+            return self.latency[key].seconds
+        if default is None:
+            raise KeyError(f"profile {self.name} has no latency.{key}")
+        return default
 
     def pj(self, key: str, default: float | None = None) -> float:
         """Energy of one ``key`` operation in pJ; ``default`` when the profile does not give it."""
@@ -100,6 +133,9 @@ class Profile:
             d["basis"] = self.basis
         if self.references:
             d["references"] = list(self.references)
+        if self.latency:
+            d["latency"] = {k: {"value": e.value, "unit": e.unit, "source": e.source}
+                            for k, e in self.latency.items()}
         return d
 
 
@@ -182,6 +218,23 @@ def load_profile(name_or_path: str) -> Profile:
     """Read and check one profile (bundled name or YAML path). Raises ``click.ClickException``."""
     path = resolve(name_or_path)
     doc = _Doc(path)
+    d = _top_level(doc)
+    name = _string(doc, "name", d["name"])
+    kind = d["kind"]
+    if kind not in ENERGY_KEYS:
+        raise doc.fail("kind", f"expected one of {', '.join(ENERGY_KEYS)}, got {kind!r}")
+    description = _string(doc, "description", d["description"])
+    energy = _energy(doc, d["energy"], kind)
+    ints = _hardware_ints(doc, d, energy)
+    estimate, basis, refs = _provenance(doc, d)
+    latency = _latency(doc, d.get("latency"), kind)
+    return Profile(name=name, kind=kind, description=description, energy=energy,
+                   estimate=estimate, basis=basis, references=refs, path=str(path),
+                   latency=latency, **ints)
+
+
+def _top_level(doc: _Doc) -> dict:
+    """The document's mapping, with every required field and no unknown one."""
     d = doc.data
     if not isinstance(d, dict):
         raise doc.fail("", "expected a mapping with " + ", ".join(TOP_KEYS_REQUIRED))
@@ -192,40 +245,45 @@ def load_profile(name_or_path: str) -> Profile:
         if key not in TOP_KEYS_REQUIRED + TOP_KEYS_OPTIONAL:
             raise doc.fail(str(key), "unknown field; expected one of "
                            + ", ".join(TOP_KEYS_REQUIRED + TOP_KEYS_OPTIONAL))
-    name = _string(doc, "name", d["name"])
-    kind = d["kind"]
-    if kind not in ENERGY_KEYS:
-        raise doc.fail("kind", f"expected one of {', '.join(ENERGY_KEYS)}, got {kind!r}")
-    description = _string(doc, "description", d["description"])
-    energy_raw = d["energy"]
-    if not isinstance(energy_raw, dict):
+    return d
+
+
+def _energy(doc: _Doc, raw, kind: str) -> dict[str, EnergyEntry]:
+    """The ``energy`` mapping: operation -> {value, unit (pJ..J), source}, ENERGY_KEYS[kind]."""
+    if not isinstance(raw, dict):
         raise doc.fail("energy", "expected a mapping of operation -> {value, unit, source}")
     required, optional = ENERGY_KEYS[kind]
-    for key in energy_raw:     # unknown first: a misspelt entry explains the missing one
+    for key in raw:     # unknown first: a misspelt entry explains the missing one
         if key not in required + optional:
             raise doc.fail(f"energy.{key}", f"unknown operation for a {kind} profile; expected "
                            "one of " + ", ".join(required + optional))
     for key in required:
-        if key not in energy_raw:
+        if key not in raw:
             raise doc.fail(f"energy.{key}", f"missing field (a {kind} profile needs "
                            f"{', '.join(required)})")
-    energy: dict[str, EnergyEntry] = {}
-    for key, entry in energy_raw.items():
-        where = f"energy.{key}"
-        if not isinstance(entry, dict):
-            raise doc.fail(where, "expected {value: number, unit: pJ|nJ|uJ|mJ|J, source: text}")
-        for sub in ("value", "unit", "source"):
-            if sub not in entry:
-                raise doc.fail(f"{where}.{sub}", "missing field")
-        for sub in entry:
-            if sub not in ("value", "unit", "source"):
-                raise doc.fail(f"{where}.{sub}", "unknown field; expected value, unit, source")
-        value = _number(doc, f"{where}.value", entry["value"])
-        unit = entry["unit"]
-        if unit not in UNIT_PJ:
-            raise doc.fail(f"{where}.unit", f"expected one of {', '.join(UNIT_PJ)}, got {unit!r}")
-        source = _string(doc, f"{where}.source", entry["source"])
-        energy[key] = EnergyEntry(value=float(value), unit=unit, source=source)
+    return {key: _energy_entry(doc, f"energy.{key}", entry) for key, entry in raw.items()}
+
+
+def _energy_entry(doc: _Doc, where: str, entry) -> EnergyEntry:
+    if not isinstance(entry, dict):
+        raise doc.fail(where, "expected {value: number, unit: pJ|nJ|uJ|mJ|J, source: text}")
+    for sub in ("value", "unit", "source"):
+        if sub not in entry:
+            raise doc.fail(f"{where}.{sub}", "missing field")
+    for sub in entry:
+        if sub not in ("value", "unit", "source"):
+            raise doc.fail(f"{where}.{sub}", "unknown field; expected value, unit, source")
+    value = _number(doc, f"{where}.value", entry["value"])
+    unit = entry["unit"]
+    if unit not in UNIT_PJ:
+        raise doc.fail(f"{where}.unit", f"expected one of {', '.join(UNIT_PJ)}, got {unit!r}")
+    source = _string(doc, f"{where}.source", entry["source"])
+    return EnergyEntry(value=float(value), unit=unit, source=source)
+
+
+def _hardware_ints(doc: _Doc, d: dict, energy: dict[str, EnergyEntry]) -> dict[str, int]:
+    """The positive integers of INT_KEYS that the file gives; the mesh ones are required when
+    the energy prices mesh hops."""
     ints = {}
     for key in INT_KEYS:
         if d.get(key) is not None:
@@ -237,6 +295,11 @@ def load_profile(name_or_path: str) -> Profile:
             if key in energy and need not in ints:
                 raise doc.fail(need, f"missing field (energy.{key} is priced on our placement, "
                                "which needs neurons_per_core and mesh_width)")
+    return ints
+
+
+def _provenance(doc: _Doc, d: dict) -> tuple[bool, str, tuple[str, ...]]:
+    """(estimate, basis, references): an estimate must state its basis."""
     estimate = d.get("estimate", False)
     if not isinstance(estimate, bool):
         raise doc.fail("estimate", f"expected true or false, got {estimate!r}")
@@ -246,8 +309,38 @@ def load_profile(name_or_path: str) -> Profile:
     refs = d.get("references", [])
     if not isinstance(refs, list) or not all(isinstance(r, str) for r in refs):
         raise doc.fail("references", "expected a list of strings")
-    return Profile(name=name, kind=kind, description=description, energy=energy,
-                   estimate=estimate, basis=basis, references=tuple(refs), path=str(path), **ints)
+    return estimate, basis, tuple(refs)
+
+
+def _latency(doc: _Doc, raw, kind: str) -> dict[str, "LatencyEntry"]:
+    """The optional ``latency`` mapping: operation -> {value, unit (ns|us|ms|s), source}."""
+    if raw is None:
+        return {}
+    if kind not in LATENCY_KEYS:
+        raise doc.fail("latency", f"{kind} profiles state no latency model (only "
+                       + ", ".join(LATENCY_KEYS) + " profiles do)")
+    if not isinstance(raw, dict):
+        raise doc.fail("latency", "expected a mapping of operation -> {value, unit, source}")
+    required, optional = LATENCY_KEYS[kind]
+    for key in raw:
+        if key not in required + optional:
+            raise doc.fail(f"latency.{key}", "unknown operation; expected one of "
+                           + ", ".join(required + optional))
+    for key in required:
+        if key not in raw:
+            raise doc.fail(f"latency.{key}", f"missing field (a latency model needs "
+                           f"{', '.join(required)})")
+    out = {}
+    for key, entry in raw.items():
+        where = f"latency.{key}"
+        if not isinstance(entry, dict) or set(entry) != {"value", "unit", "source"}:
+            raise doc.fail(where, "expected {value: number, unit: ns|us|ms|s, source: text}")
+        if entry["unit"] not in UNIT_S:
+            raise doc.fail(f"{where}.unit", f"expected one of {', '.join(UNIT_S)}, "
+                           f"got {entry['unit']!r}")
+        out[key] = LatencyEntry(float(_number(doc, f"{where}.value", entry["value"])),
+                                entry["unit"], _string(doc, f"{where}.source", entry["source"]))
+    return out
 
 
 def load_profiles(names: tuple[str, ...] | list[str]) -> list[Profile]:

@@ -34,8 +34,8 @@ from mksgn import loihi
 __all__ = [
     "WEIGHT_EXP_MIN", "WEIGHT_EXP_MAX", "ENCODER_WEIGHT_MAX", "INT16_MIN", "INT16_MAX",
     "round_ste", "floor_ste", "clamp_ste", "weight_exponent", "quantize_weight",
-    "shift_floor", "wrap24", "wrap32", "quantize_input", "quantize_encoder", "exact_dtype",
-    "exact_float_math", "to_int",
+    "shift_floor", "wrap", "wrap24", "wrap32", "quantize_input", "quantize_encoder", "exact_dtype",
+    "exact_float_math", "to_int", "F32_EXACT", "F64_EXACT",
 ]
 
 WEIGHT_EXP_MIN, WEIGHT_EXP_MAX = loihi.WEIGHT_EXP_MIN, loihi.WEIGHT_EXP_MAX
@@ -44,7 +44,8 @@ WEIGHT_EXP_MIN, WEIGHT_EXP_MAX = loihi.WEIGHT_EXP_MIN, loihi.WEIGHT_EXP_MAX
 # far inside float64's exact range and resolves the folded batch norm finely.
 ENCODER_WEIGHT_MAX = (1 << 11) - 1
 INT16_MIN, INT16_MAX = -(1 << 15), (1 << 15) - 1
-_F32_EXACT = 1 << 24
+F32_EXACT = 1 << 24                # float32 holds every integer below this exactly
+F64_EXACT = 1 << 53                # float64 likewise
 
 
 class _Round(torch.autograd.Function):
@@ -137,23 +138,24 @@ def shift_floor(acc: torch.Tensor, exp: int) -> torch.Tensor:
     return floor_ste(acc * 2.0 ** exp)
 
 
-def _wrap(x: torch.Tensor, bits: int) -> torch.Tensor:
-    half = float(1 << (bits - 1))
+def wrap(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """``loihi.wrap`` of an integer-valued float tensor, identity gradient (the wrap runs only
+    when some value is out of range)."""
     with torch.no_grad():
-        if x.numel() == 0 or float(x.abs().max()) < half:
+        if x.numel() == 0 or float(x.abs().max()) < float(1 << (bits - 1)):
             return x
-        wrapped = torch.remainder(x + half, 2 * half) - half
+        wrapped = loihi.wrap(x.to(torch.int64), bits).to(x.dtype)
     return x + (wrapped - x).detach()
 
 
 def wrap24(x: torch.Tensor) -> torch.Tensor:
     """Signed 24-bit two's-complement wrap (lava's Conv process sum), identity gradient."""
-    return _wrap(x, 24)
+    return wrap(x, loihi.UV_BITS)
 
 
 def wrap32(x: torch.Tensor) -> torch.Tensor:
     """Signed 32-bit two's-complement wrap (lava's int32 arrays), identity gradient."""
-    return _wrap(x, 32)
+    return wrap(x, 32)
 
 
 def quantize_input(x: torch.Tensor, frac_bits: int) -> torch.Tensor:
@@ -195,7 +197,7 @@ def exact_dtype(bound: float, device: torch.device, training: bool) -> torch.dty
     order. Eval on CUDA always uses float64 (with TF32 off, see ``exact_float_math``).
     """
     if device.type == "cpu" or training:
-        return torch.float32 if bound < _F32_EXACT else torch.float64
+        return torch.float32 if bound < F32_EXACT else torch.float64
     return torch.float64
 
 

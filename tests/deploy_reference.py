@@ -1,8 +1,12 @@
 """A slow, obvious numpy reference of the netgraph semantics, for testing the fast engine.
 
-Written independently of mksgn.deploy.engine: explicit loops for convolutions, ``loihi.cuba_step``
-for the neuron (valid while values stay in the 24-bit ranges, which the tests using this keep).
-Also random tiny networks covering every kind, shared by the deploy tests.
+The deliberate second copy of the chip's arithmetic: ``mksgn.loihi`` holds the one definition
+that the student, the engine, its compiled kernels and the Lava builder all run; this module
+writes the same rules again, independently and in numpy (explicit loops for convolutions, its own
+``cuba_step`` for the neuron, its own attention sum), so that the tests can hold the one to the
+other. Keep it independent: never import the rules from ``mksgn.loihi`` here (only constants).
+The neuron is valid while values stay in the 24-bit ranges (no int32 wraps), which the tests
+using it keep. Also random tiny networks covering every kind, shared by the deploy tests.
 """
 from __future__ import annotations
 
@@ -10,6 +14,32 @@ import numpy as np
 
 from mksgn import loihi
 from mksgn.netgraph import Encoder, JointAttention, Network, NeuronGroup, Synapse
+
+
+def decay(x: np.ndarray, d: int) -> np.ndarray:
+    """Loihi decay of a 24-bit state: ``sign(x) * (|x| * (4096 - d) >> 12)`` (toward zero)."""
+    prod = x.astype(np.int64) * (loihi.DECAY_UNITY - d)
+    return (np.sign(prod) * (np.abs(prod) >> loihi.DECAY_SHIFT)).astype(np.int64)
+
+
+def wrap_current(u: np.ndarray) -> np.ndarray:
+    """Wrap the current the way lava's bit-accurate LIF does (one wrap of 2**24 each way)."""
+    u = np.where(u > loihi.UV_MAX, u - 2 * loihi.UV_MAX, u)
+    return np.where(u <= -loihi.UV_MAX, u + 2 * loihi.UV_MAX, u)
+
+
+def cuba_step(u: np.ndarray, v: np.ndarray, a_in: np.ndarray, bias: np.ndarray | int,
+              p: loihi.CubaParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One step of Loihi's CUBA neuron in integers, within the 24-bit ranges.
+
+    u, v: int64 state arrays; a_in: summed synaptic input (already weight-exponent scaled);
+    bias: effective bias (``bias_mant << bias_exp``). Returns the new (u, v, spikes).
+    """
+    u = wrap_current(decay(u, p.i_decay) + (a_in.astype(np.int64) << loihi.ACT_SHIFT))
+    v = np.clip(decay(v, p.v_decay) + u + bias, -loihi.UV_MAX + 1, loihi.UV_MAX - 1)
+    s = v > (p.vth_mant << loihi.VTH_SHIFT)
+    v = np.where(s, 0, v)
+    return u, v, s
 
 
 def conv2d_int(x: np.ndarray, w: np.ndarray, stride=(1, 1), padding=(0, 0), dilation=(1, 1),
@@ -103,7 +133,7 @@ def simulate(net: Network, inputs: dict[str, np.ndarray] | None = None):
             p = g.params
             if g.readout or g.name == net.readout:
                 p = loihi.CubaParams(p.i_decay, p.v_decay, loihi.VTH_MANT_MAX + 1)
-            u[g.name], v[g.name], s_ = loihi.cuba_step(u[g.name], v[g.name], a,
+            u[g.name], v[g.name], s_ = cuba_step(u[g.name], v[g.name], a,
                                                         bias.get(g.name, 0), p)
             new[g.name] = s_
             trace[g.name].append((u[g.name].copy(), v[g.name].copy(), s_.copy()))

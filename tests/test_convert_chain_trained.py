@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from convert_helpers import (CLASSES, chain_student_config, make_student, sample, save_checkpoint,
                              stock_netx_matches_engine, tiny_student_config)
 from mksgn import netgraph
-from mksgn.cli import main
+from mksgn.pipeline.cli import main
 from mksgn.convert.convert import convert
 from mksgn.deploy import engine
 from mksgn import quant

@@ -12,7 +12,7 @@ from torch import nn
 from convert_helpers import (chain_student_config, student_checkpoint, teacher_checkpoint,
                              tiny_student_config)
 from mksgn import netgraph
-from mksgn.cli import main
+from mksgn.pipeline.cli import main
 from mksgn.convert import convert as conv_mod
 from mksgn.convert.student_io import ConvertError
 

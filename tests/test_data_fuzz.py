@@ -1,4 +1,6 @@
 """Property test: thousands of corrupted files give either a valid parse or a clean SkeletonFileError."""
+import re
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
@@ -55,6 +57,7 @@ def _check_ntu(data):
     except SkeletonFileError as e:
         assert e.path == "fuzz/S001C001P001R001A001.skeleton" and e.reason
         assert e.line is None or e.line >= 1
+        assert str(e).startswith(f"{e.path}:") and "\n" not in str(e)
         return "error"
     assert seq.num_frames >= 1 and seq.bodies
     for b in seq.bodies.values():
@@ -76,29 +79,43 @@ def test_corrupted_skeleton_files_fail_cleanly(data):
     _check_ntu(data)
 
 
+# every reason parse_ucla gives, as a pattern (the frame / joint numbers vary)
+UCLA_REASONS = re.compile(r"not UTF-8 text|invalid json: .+|json has no \"skeletons\" list"
+                          r"|zero frames|frame \d+: \w+ joints, expected 20"
+                          r"|frame \d+ joint \d+: (not 3 numbers|NaN or infinite coordinate)")
+
+
+def _check_ucla(data, path="fuzz/a01_s01_e00_v01.json"):
+    """A (T, 20, 3) array of finite numbers, or a SkeletonFileError naming the file and one of
+    parse_ucla's reasons on one line."""
+    try:
+        x = ucla.parse_ucla(data, path)
+    except SkeletonFileError as e:
+        assert e.path == path and UCLA_REASONS.fullmatch(e.reason), e.reason
+        assert e.line is None or e.line >= 1
+        assert str(e).startswith(f"{path}:") and "\n" not in str(e)
+        return "error"
+    assert x.ndim == 3 and x.shape[1:] == (20, 3) and len(x) >= 1 and np.isfinite(x).all()
+    return "ok"
+
+
 @settings(max_examples=800, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 @given(st.binary(max_size=200))
 def test_random_bytes_fail_cleanly(data):
     _check_ntu(data)
-    try:
-        ucla.parse_ucla(data, "fuzz.json")
-    except SkeletonFileError:
-        pass
+    _check_ucla(data, "fuzz.json")
 
 
 @settings(max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 @given(corrupted(VALID_UCLA))
 def test_corrupted_ucla_files_fail_cleanly(data):
-    try:
-        x = ucla.parse_ucla(data, "fuzz/a01_s01_e00_v01.json")
-    except SkeletonFileError as e:
-        assert e.path == "fuzz/a01_s01_e00_v01.json" and e.reason
-        return
-    assert x.ndim == 3 and x.shape[1:] == (20, 3) and len(x) >= 1 and np.isfinite(x).all()
+    _check_ucla(data)
 
 
 def test_deeply_nested_json_is_clean():
-    try:
+    """json's decoder gives up with a RecursionError; it surfaces as a SkeletonFileError."""
+    with pytest.raises(SkeletonFileError) as e:
         ucla.parse_ucla("[" * 100000 + "]" * 100000, "deep.json")
-    except SkeletonFileError as e:
-        assert "json" in e.reason or "skeletons" in e.reason
+    assert (e.value.path, e.value.line, e.value.reason) == \
+        ("deep.json", None, "invalid json: nested too deeply")
+    assert str(e.value) == "deep.json: invalid json: nested too deeply"

@@ -1,4 +1,6 @@
 """Skeleton layouts: bone trees and the spatial partition matrices."""
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -10,15 +12,21 @@ def test_layout_sizes_and_roots():
     assert UCLA20.num_joints == 20 and len(UCLA20.bones) == 19 and UCLA20.root == 2
     assert NTU25.center_joint == 1 and UCLA20.center_joint == 1
     assert get_layout("ntu60") is NTU25 and get_layout("ucla") is UCLA20 and get_layout("ntu25") is NTU25
-    with pytest.raises(KeyError):
+    with pytest.raises(KeyError, match=r"unknown skeleton layout 'kinetics'; known: ntu25, ucla20"):
         get_layout("kinetics")
 
 
 def test_layout_is_frozen_and_validated():
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError,
+                       match="^cannot assign to field 'num_joints'$"):
         NTU25.num_joints = 3
-    with pytest.raises(ValueError):
-        Layout("bad", 3, ((0, 1), (0, 2)), 0)  # joint 0 with two parents
+    assert NTU25.num_joints == 25
+    with pytest.raises(ValueError, match="^bad: joint 0 has two parents$"):
+        Layout("bad", 3, ((0, 1), (0, 2)), 0)
+    with pytest.raises(ValueError, match=r"^bad: bad bone \(1, 1\)$"):
+        Layout("bad", 3, ((1, 1),), 0)
+    with pytest.raises(ValueError, match="^bad: center joint 3 out of range$"):
+        Layout("bad", 3, ((1, 0), (2, 1)), 3)
 
 
 def test_partitions_match_hand_computed_chain():

@@ -54,7 +54,7 @@ def test_split_membership():
         assert ntu.split_of(s(f"S005C00{cam}P003R001A001"), "ntu60", "xview") == want
     assert ntu.split_of(s("S018C001P003R001A001"), "ntu120", "xset") == "train"
     assert ntu.split_of(s("S019C001P003R001A001"), "ntu120", "xset") == "test"
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="^unknown benchmark 'xset' for ntu60$"):
         ntu.split_of(s("S001C001P001R001A001"), "ntu60", "xset")
     assert ntu.in_dataset(s("S017C001P001R001A060"), "ntu60")
     assert not ntu.in_dataset(s("S018C001P001R001A001"), "ntu60")

@@ -7,7 +7,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from mksgn.cli import main as cli_main
+from mksgn.pipeline.cli import main as cli_main
 from mksgn.data import ntu, prepare as prep, synth, ucla
 from mksgn.data.dataset import SkeletonDataset
 from mksgn.data.modalities import compute
@@ -231,7 +231,7 @@ def test_skeleton_dataset(ntu_small):
     np.testing.assert_array_equal(a.numpy(), want)
     rot = SkeletonDataset(d, "train", window=16, rotate=True, seed=1)
     assert rot[0][0].shape == (4, 3, 16, 25, 2)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^unknown modalities \['depth'\]; choose from joint, "):
         SkeletonDataset(d, "train", modalities=("depth",))
     loader = torch.utils.data.DataLoader(ds, batch_size=4)
     xb, yb = next(iter(loader))

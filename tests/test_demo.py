@@ -11,7 +11,7 @@ import pytest
 
 pytestmark = [pytest.mark.slow, pytest.mark.lava]
 
-MKSGN = [sys.executable, "-m", "mksgn.cli"]
+MKSGN = [sys.executable, "-m", "mksgn.pipeline.cli"]
 
 
 def test_demo_quick_end_to_end_and_rerun_reuses_stages(tmp_path):

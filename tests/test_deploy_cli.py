@@ -10,9 +10,9 @@ import torch
 from click.testing import CliRunner
 
 from mksgn import loihi, netgraph, netx_io
-from mksgn.cli import main
+from mksgn.pipeline.cli import main
 from mksgn.deploy import engine
-from mksgn.deploy.cli import ActivityReport
+from mksgn.activity import ActivityReport
 from mksgn.netgraph import Encoder, Network, NeuronGroup, Synapse
 
 V, T, CLASSES = 25, 8, 3

@@ -1,4 +1,5 @@
-"""The fast engine against the integer reference (loihi.cuba_step + loop convolutions)."""
+"""The fast engine against the integer reference (deploy_reference: its own cuba_step + loop
+convolutions, the deliberate second copy of mksgn.loihi's rules)."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,7 +10,7 @@ from mksgn import loihi, netgraph
 from mksgn.deploy import engine
 from mksgn.netgraph import Network, NeuronGroup, Synapse
 
-from deploy_reference import random_graph_network, simulate
+from deploy_reference import cuba_step, random_graph_network, simulate
 
 
 def test_cuba_update_equals_loihi_cuba_step():
@@ -21,7 +22,7 @@ def test_cuba_update_equals_loihi_cuba_step():
         v = rng.integers(-loihi.UV_MAX + 1, loihi.UV_MAX, 500)
         a = rng.integers(-(1 << 17), 1 << 17, 500)          # a << 6 up to 2**23: u wraps
         b = rng.integers(loihi.BIAS_MANT_MIN, loihi.BIAS_MANT_MAX + 1, 500) << loihi.NETX_BIAS_EXP
-        ru, rv, rs = loihi.cuba_step(u, v, a, b, p)
+        ru, rv, rs = cuba_step(u, v, a, b, p)
         eu, ev, es = engine.cuba_update(*(torch.as_tensor(z) for z in (u, v, a, b)), p)
         assert np.array_equal(eu.numpy(), ru) and np.array_equal(ev.numpy(), rv)
         assert np.array_equal(es.numpy(), rs)
@@ -85,7 +86,7 @@ def test_float64_path_for_huge_fan_in_is_exact():
     assert eng.synapses[0].dtype == torch.float64
     res = eng.run(None, record=("u",))
     a = big.astype(np.int64).sum(axis=1) >> 1          # every source spikes at step 1
-    u, _, _ = loihi.cuba_step(np.zeros(4, np.int64), np.zeros(4, np.int64), a, 0, dst.params)
+    u, _, _ = cuba_step(np.zeros(4, np.int64), np.zeros(4, np.int64), a, 0, dst.params)
     assert np.array_equal(res.u["dst"][0, 1].numpy(), u)
 
 

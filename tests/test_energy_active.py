@@ -5,14 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 
-import click
 import numpy as np
 import pytest
 import torch
 
 from mksgn import loihi, netgraph
 from mksgn.deploy import engine
-from mksgn.hw_profiles.activity import read_activity
+from mksgn.activity import ActivityFileError, read as read_activity
 from mksgn.hw_profiles import energy as E
 from mksgn.profiles import load_profile
 from mksgn.netgraph import Network, NeuronGroup, Synapse
@@ -144,5 +143,5 @@ def test_activity_files_carry_the_rule(tmp_path):
               write("lava", "mksgn-activity/2", "spikes", spikes)):
         assert read_activity(d, net, path).active is None
     bad = {**spikes, **active, "active/a": np.array([0, 1, 2])}
-    with pytest.raises(click.ClickException, match="active/a: fewer active steps than spikes"):
+    with pytest.raises(ActivityFileError, match="active/a: fewer active steps than spikes"):
         read_activity(write("bad", "mksgn-activity/2", "recorded", bad), net, path)

@@ -11,7 +11,7 @@ import torch
 from click.testing import CliRunner
 
 from mksgn import loihi, netgraph
-from mksgn.cli import main
+from mksgn.pipeline.cli import main
 from mksgn.hw_profiles.report import EnergyReport
 from mksgn.hw_profiles.teacher import onnx_layers
 from mksgn.netgraph import Encoder, Network, NeuronGroup, Synapse

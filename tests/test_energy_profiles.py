@@ -9,8 +9,8 @@ import pytest
 from mksgn import loihi
 from mksgn import profiles as P
 
-BUILTIN = {"loihi", "loihi2", "spinnaker2", "truenorth", "cmos45nm_fp32", "cmos45nm_int8",
-           "gpu", "cpu", "arm"}
+BUILTIN = {"loihi", "loihi_sanafe", "loihi2", "spinnaker2", "truenorth", "cmos45nm_fp32",
+           "cmos45nm_int8", "gpu", "cpu", "arm"}
 
 
 def test_every_bundled_profile_loads_with_units_and_sources():
@@ -82,8 +82,8 @@ def test_a_user_profile_loads_from_a_path(tmp_path):
     (("neurons_per_core: 2", "neurons_per_core: -2"),
      "mychip.yaml:4: neurons_per_core: must not be negative, got -2"),
     (("  synop:", "  synapse:"), "mychip.yaml:6: energy.synapse: unknown operation for a "
-     "neuromorphic profile; expected one of synop, neuron_update, neuron_update_idle, spike_core, "
-     "hop_ew, hop_ns, input_mac"),
+     "neuromorphic profile; expected one of synop, neuron_update, neuron_update_idle, spike_out, "
+     "spike_core, hop_ew, hop_ns, input_mac"),
     (("neurons_per_core: 2", "estimate: true"), "mychip.yaml:1: basis: missing field "
      "(an estimate must state its basis)"),
 ])

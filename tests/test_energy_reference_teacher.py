@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from convert_helpers import student_checkpoint
 from mksgn import loihi, netgraph
-from mksgn.cli import main
+from mksgn.pipeline.cli import main
 from mksgn.data.layouts import get_layout
 from mksgn.data.prepare import DATASET_SPECS
 from mksgn.hw_profiles.report import EnergyReport

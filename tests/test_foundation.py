@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from mksgn import lava_compat
-from mksgn.cli import COMMANDS, main
+from mksgn.pipeline.cli import COMMANDS, main
 
 BROKEN = '''from dataclasses import dataclass, InitVar
 class ByteEncoder:
@@ -71,7 +71,7 @@ def test_doctor_reports_ready_here():
 
 
 def test_doctor_fails_with_reason_when_netx_missing(monkeypatch):
-    from mksgn import doctor
+    from mksgn.pipeline import doctor
     real = doctor.importlib_import
 
     def fake(module):
@@ -83,3 +83,27 @@ def test_doctor_fails_with_reason_when_netx_missing(monkeypatch):
     result = CliRunner().invoke(main, ["doctor"])
     assert result.exit_code == 1
     assert "lava-dl netx cannot be imported" in result.output
+
+
+def test_doctor_says_when_the_installed_set_differs_from_the_lock(tmp_path):
+    from mksgn.pipeline import doctor
+    import importlib.metadata as md
+    torch_version = md.version("torch")
+    lock = tmp_path / "requirements.lock"
+    lock.write_text(f"# comment\ntorch=={torch_version}\nClick=={md.version('click')}\n")
+    assert doctor.lock_state(lock) == ("installed set = tools/requirements.lock (2 packages)", [])
+    lock.write_text(f"torch==0.0.1\nno_such-package==1.0\nclick=={md.version('click')}\n")
+    state, differ = doctor.lock_state(lock)
+    assert state == "2 of 3 packages differ from tools/requirements.lock"
+    assert differ == ["no-such-package absent != 1.0", f"torch {torch_version} != 0.0.1"]
+    assert doctor.lock_state(tmp_path / "missing.lock")[0].startswith("no tools/requirements.lock")
+
+
+def test_the_lock_pins_every_package_setup_installs():
+    """tools/requirements.lock pins the exact versions of what the setup asks for by name."""
+    from mksgn.pipeline import doctor
+    pins = doctor.read_lock(doctor.LOCK)
+    for name in ("torch", "torchvision", "lava-nc", "lava-dl", "numpy", "scipy", "h5py", "click",
+                 "pytest", "import-linter"):
+        assert name in pins, name
+    assert pins["torch"] == "2.14.1" and pins["lava-nc"] == "0.10.0" and pins["lava-dl"] == "0.6.0"

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from mksgn.cli import main
+from mksgn.pipeline.cli import main
 
 from netx_files import Writer, cuba, sdnn, weights
 

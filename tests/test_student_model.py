@@ -81,9 +81,10 @@ def test_config_roundtrip_yaml():
     cfg = StudentConfig.small(attention="static", attn_shift=-2)
     text = yaml.safe_dump(cfg.to_dict())
     assert StudentConfig.from_dict(yaml.safe_load(text)) == cfg
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^unknown student config keys: \['no_such_key'\]$"):
         StudentConfig.from_dict({"no_such_key": 1})
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="^chain=True needs one modality, residual=False, "
+                                         "attention='none'$"):
         StudentConfig(chain=True).validate()
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import subprocess
 import sys
 
@@ -11,7 +12,7 @@ import yaml
 from click.testing import CliRunner
 from train_fakes import tiny_student_config, tiny_teacher_config, write_prepared
 
-from mksgn.cli import main
+from mksgn.pipeline.cli import main
 from mksgn.train.config import save_config
 
 pytestmark = [pytest.mark.slow]
@@ -146,7 +147,7 @@ def test_rerun_reuses_every_finished_stage(swept):
 
 
 def test_bad_weights_are_one_line_errors(tmp_path):
-    res = subprocess.run([sys.executable, "-m", "mksgn.cli", "sweep", "--config", __file__,
+    res = subprocess.run([sys.executable, "-m", "mksgn.pipeline.cli", "sweep", "--config", __file__,
                           "--data", str(tmp_path), "--weights", "0,x", "--out", str(tmp_path / "o")],
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 2
@@ -157,7 +158,7 @@ def test_bad_weights_are_one_line_errors(tmp_path):
 def test_weights_parse_w_k_and_f():
     import click
 
-    from mksgn.sweep import Spec, _weights
+    from mksgn.pipeline.sweep import Spec, _weights
     assert _weights(" 5:4, 0,2,0:4,2,0:4:0.5,0::0.3,0::1,0::0.3e") == [
         Spec(0.0), Spec(0.0, None, 0.3), Spec(0.0, None, 0.3, True), Spec(0.0, None, 1.0),
         Spec(0.0, 4), Spec(0.0, 4, 0.5), Spec(2.0), Spec(5.0, 4)]
@@ -165,5 +166,5 @@ def test_weights_parse_w_k_and_f():
         ["w0s0.3", "w0k4s0.5", "w0k4s0.5e", "w2k3"]
     for bad in ("5:", "2:0", "1:2.5", "-1", "inf", "a:3", ",", "0:4:", "0::0", "0::1.5",
                 "0:4:0.5:1", "0::x", "0::e", "0::1.5e", "0:4e", "0e"):
-        with pytest.raises(click.BadParameter):
+        with pytest.raises(click.BadParameter, match=f"^{re.escape(repr(bad))}(:| in ).*expected "):
             _weights(bad)

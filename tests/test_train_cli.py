@@ -9,7 +9,7 @@ import yaml
 from click.testing import CliRunner
 from train_fakes import tiny_student_config, tiny_teacher_config, write_prepared
 
-from mksgn.cli import main
+from mksgn.pipeline.cli import main
 from mksgn.train.config import save_config
 
 
@@ -92,7 +92,7 @@ def test_torchrun_two_cpu_processes(setup, tmp_path):
     import sys
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "mksgn.cli", "train", "teacher", "--config", str(setup / "teacher.yaml"),
+           "-m", "mksgn.pipeline.cli", "train", "teacher", "--config", str(setup / "teacher.yaml"),
            "--data", str(setup / "prep"), "--out", str(tmp_path / "run"), "--no-progress"]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]

@@ -90,7 +90,7 @@ def train() -> None:
     \b
     mksgn train teacher --config train/configs/synth_teacher.yaml --data PREP/xsub --out runs/t
     mksgn train student --config train/configs/synth_student.yaml --teacher runs/t --out runs/s
-    torchrun --nproc-per-node 2 -m mksgn.cli train teacher ...   # DDP (gloo on CPU, NCCL on GPU)
+    torchrun --nproc-per-node 2 -m mksgn.pipeline.cli train teacher ...   # DDP (gloo on CPU, NCCL on GPU)
     """
 
 

@@ -42,17 +42,18 @@ same schedule (1 -> f over the first half). After ``graph_keep`` the temporal co
 half of the synaptic events; this cuts them and thins the kept graph pairs.
 
 ``synapse_keep_by: energy`` makes the same cut energy-aware. A weight of a group whose source
-fires often, at many positions, carries far more synaptic events than one of a quiet group (on
-the NW-UCLA student ~200x apart, first temporal conv against last graph synapse).
+fires often, at many positions, carries far more synaptic events than one of a quiet group
+(orders of magnitude more on the NW-UCLA student: README.md, "Energy-aware training and the
+accuracy–energy frontier").
 ``synapse_loads`` counts each group's events per sample and synapses on the chip-exact run of a
 probe of ``COST_PROBE_SAMPLES`` training samples spread over the split (this epoch's
 augmentation), and ``spiking.prune_by_cost`` keeps, over all groups together, the weights of
 most worth (squared magnitude over the group's mean) per cost ** ``cost_power`` until they carry
 the fraction f of the events every eligible weight would: f is then a share of synaptic events,
-not of weights. Ranking by worth per event (power 1) would empty the dearest groups (the first
-temporal conv kept 0.5% of its weights under a 27% budget); 0.5, the default, spreads the cut.
-It was fixed from these allocations on training data, before any accuracy was seen. The cut is
-made only in the epochs where the schedule lowers f (the probe's costs move from epoch to
+not of weights. Ranking by worth per event (power 1) empties the dearest groups (measured:
+README.md, "Energy-aware training and the accuracy–energy frontier"); 0.5, the default, spreads
+the cut. It was fixed from these allocations on training data, before any accuracy was seen. The
+cut is made only in the epochs where the schedule lowers f (the probe's costs move from epoch to
 epoch; a held f must not keep cutting), and the first is made before any training step: start
 it from a trained student (``init``).
 """

@@ -24,7 +24,7 @@ import os
 import random
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -255,10 +255,45 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device,
 
 @dataclass
 class TrainResult:
+    """The run directory (None: nothing written), the per-epoch metrics rows, the best test
+    accuracy (NaN when no epoch was tested) and the trained model."""
     out: Path | None
     metrics: list[dict]
     best_acc: float
     model: nn.Module
+
+
+@dataclass
+class _Run:
+    """What one training run holds between epochs: the trained parts, the teacher, the optimiser
+    state and the metrics so far; built once (fresh, from ``cfg.init`` or from a checkpoint)."""
+    cfg: RunConfig
+    info: DistInfo
+    device: torch.device
+    num_classes: int
+    layout: str                             # the data's skeleton layout name
+    model: nn.Module
+    objective: Objective
+    net: nn.Module                          # the objective, under DDP when distributed
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    teacher: nn.Module | None = None
+    metrics: list[dict] = field(default_factory=list)
+    start: int = 0                          # epochs done before this call
+
+    @property
+    def distiller(self) -> Distiller | None:
+        return self.objective.distiller
+
+    @property
+    def energy(self) -> EnergyLoss | None:
+        return self.objective.energy
+
+    @property
+    def best(self) -> dict | None:
+        """The metrics row with the highest test accuracy so far (the first of equals)."""
+        return max((m for m in self.metrics if m.get("test_acc") is not None),
+                   key=lambda m: m["test_acc"], default=None)
 
 
 def _seed_everything(seed: int) -> None:
@@ -288,6 +323,98 @@ def _load_teacher(path: str, device: torch.device, num_classes: int, layout, mod
     return freeze(teacher)
 
 
+def _resume_checkpoint(cfg: RunConfig, out: Path | None) -> dict:
+    """``out/last.pt``, refused unless it was written with ``cfg``."""
+    if out is None or not (out / "last.pt").is_file():
+        raise FileNotFoundError(f"{out}/last.pt: nothing to resume")
+    ckpt = load_checkpoint(out / "last.pt", map_location="cpu")
+    saved = from_dict(ckpt["config"], where=str(out / "last.pt"))
+    if to_dict(saved) != to_dict(cfg):
+        raise ValueError(f"{out}/last.pt: the run's config differs from the one given; "
+                         "resume continues a run unchanged (start a new --out to change it)")
+    return ckpt
+
+
+def _check_persons(cfg: RunConfig, ds: Dataset) -> None:
+    bodies = getattr(ds, "num_persons", None)
+    if bodies is not None and getattr(cfg.model, "persons", bodies) != bodies:
+        raise ValueError(f"model.persons is {cfg.model.persons} but the prepared data holds "
+                         f"{bodies} body slot(s) per sample; set model.persons: {bodies}")
+
+
+def _student_parts(cfg: RunConfig, model: nn.Module, train_ds: Dataset, device: torch.device
+                   ) -> tuple[nn.Module | None, Distiller, EnergyLoss | None]:
+    """(frozen teacher or None, distiller, energy term or None) of a student run."""
+    kd, teacher = cfg.kd, None
+    if kd.use_soft or kd.use_ftm:
+        if not cfg.teacher:
+            raise ValueError("student distillation needs a teacher run (--teacher RUN), or "
+                             "switch kd.soft_labels and kd.ftm off")
+        teacher = _load_teacher(cfg.teacher, device, train_ds.num_classes, train_ds.layout,
+                                cfg.modalities)
+    probe = torch.stack([train_ds[i][0] for i in range(min(2, len(train_ds)))]).to(device)
+    if teacher is not None:
+        distiller = Distiller.for_models(kd, model, teacher, probe).to(device)
+    else:
+        distiller = Distiller(kd, [], []).to(device)
+    energy = EnergyLoss(cfg.energy, cfg.model.time_steps) if cfg.energy.active else None
+    return teacher, distiller, energy
+
+
+def _load_init(cfg: RunConfig, model: nn.Module, distiller: Distiller | None, train_ds: Dataset,
+               device: torch.device, say: Callable[[str], None]) -> None:
+    """Start from the weights (and, where they fit, the FTMs) of the run ``cfg.init``."""
+    num_classes, layout = train_ds.num_classes, train_ds.layout
+    init, init_info = load_model(cfg.init, map_location=device)
+    if (init_info["kind"] != cfg.kind or to_dict(init.cfg) != to_dict(cfg.model)
+            or init_info["num_classes"] != num_classes
+            or init_info["layout"].name != layout.name):
+        raise ValueError(f"{init_info['path']}: init needs a {cfg.kind} of this run's model "
+                         f"config, {num_classes} classes and layout {layout.name}")
+    model.load_state_dict(init.state_dict())
+    init_state = load_checkpoint(init_info["path"], map_location="cpu")
+    if distiller is not None and "distiller" in init_state:
+        try:                                        # the same teacher's FTMs, if they fit
+            distiller.load_state_dict(init_state["distiller"])
+        except RuntimeError:
+            say(f"{init_info['path']}: its FTMs do not fit this teacher; they start anew")
+    say(f"initial weights from {init_info['path']}")
+
+
+def _restore(run: _Run, ckpt: dict) -> None:
+    """Continue ``run`` where the checkpoint of its last epoch left it, random draws included."""
+    run.model.load_state_dict(ckpt["model"])
+    if run.distiller is not None and "distiller" in ckpt:
+        run.distiller.load_state_dict(ckpt["distiller"])
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    run.scheduler.load_state_dict(ckpt["scheduler"])
+    run.metrics = list(ckpt["metrics"])
+    run.start = int(ckpt["epoch"])
+    ranks = ckpt.get("rng_ranks")
+    set_rng_state(ranks[run.info.rank] if ranks and len(ranks) == run.info.world else ckpt["rng"])
+
+
+def _build_run(cfg: RunConfig, train_ds: Dataset, info: DistInfo, device: torch.device,
+               ckpt: dict | None, say: Callable[[str], None]) -> _Run:
+    """The model (fresh, from ``cfg.init`` or from ``ckpt``), its objective and optimiser. The
+    order of construction fixes the random draws a run makes: keep it."""
+    model = build_model(cfg.kind, cfg.model, train_ds.num_classes, train_ds.layout).to(device)
+    teacher, distiller, energy = None, None, None
+    if cfg.kind == "student":
+        teacher, distiller, energy = _student_parts(cfg, model, train_ds, device)
+    if cfg.init and ckpt is None:
+        _load_init(cfg, model, distiller, train_ds, device, say)
+    objective = Objective(model, cfg.kind, distiller, energy)
+    optimizer = _optimizer(cfg, [p for p in objective.parameters() if p.requires_grad])
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cfg.optim.lr_factor)
+    run = _Run(cfg, info, device, train_ds.num_classes, train_ds.layout.name, model, objective,
+               objective, optimizer, scheduler, teacher)
+    if ckpt is not None:
+        _restore(run, ckpt)
+    run.net = wrap_distributed(objective, info, device, cfg.sync_bn)   # after the restore: DDP
+    return run                                                          # starts from rank 0's
+
+
 def _progress(enabled: bool):
     from rich.console import Console
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
@@ -295,6 +422,196 @@ def _progress(enabled: bool):
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TimeRemainingColumn(),
                     console=Console(stderr=True), disable=not enabled, transient=False)
+
+
+def _prune_for_epoch(run: _Run, train_ds: Dataset, epoch: int) -> None:
+    """The cuts ``cfg.energy``'s schedule makes at the start of ``epoch`` (graph sources, then
+    weights: by count, or by energy from this epoch's probe, no random draw)."""
+    cfg, model = run.cfg, run.model
+    kept = cfg.energy.synapse_cut(epoch, cfg.optim.epochs)
+    if kept is None:
+        return
+    loads = None
+    if cfg.energy.synapse_keep_by == "energy":
+        loads = synapse_loads(model, probe_batch(train_ds).to(run.device))
+        if run.info.active:                 # one cut on every rank: rank 0's counts
+            box = [loads]
+            dist.broadcast_object_list(box, src=0)
+            loads = box[0]
+    model.prune_weights(kept, loads, cfg.energy.cost_power)
+
+
+class _EpochSums:
+    """One process's sums over an epoch's batches: loss and loss terms weighted by batch size,
+    correct predictions, samples, spikes and neuron-steps (spiking students)."""
+
+    def __init__(self):
+        self.sums = {"loss": 0.0, "correct": 0.0, "n": 0.0, "spikes": 0.0, "steps": 0.0}
+        self.parts: dict[str, float] = {}
+
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor, parts: dict,
+            spikes: tuple[float, float] | None) -> None:
+        n = len(y)
+        self.sums["loss"] += float(loss.detach()) * n
+        self.sums["correct"] += float((logits.argmax(1) == y).sum())
+        self.sums["n"] += n
+        for k, v in parts.items():
+            self.parts[k] = self.parts.get(k, 0.0) + v * n
+        if spikes is not None:
+            self.sums["spikes"] += spikes[0]
+            self.sums["steps"] += spikes[1]
+
+    def stats(self) -> str:
+        return (f"loss {self.sums['loss'] / self.sums['n']:.3f} "
+                f"acc {self.sums['correct'] / self.sums['n']:.3f}")
+
+    def row(self, info: DistInfo, device: torch.device) -> dict:
+        """Means over all processes' samples: ``train_loss``, ``train_acc``, ``train_<term>``
+        and ``train_firing_rate`` (spikes per neuron-step, spiking students)."""
+        keys = sorted(self.parts)
+        red = _all_reduce([self.sums[k] for k in ("loss", "correct", "n", "spikes", "steps")]
+                          + [self.parts[k] for k in keys], info, device)
+        n = max(red[2], 1.0)
+        row = {"train_loss": red[0] / n, "train_acc": red[1] / n}
+        row.update({f"train_{k}": v / n for k, v in zip(keys, red[5:])})
+        if red[4] > 0:
+            row["train_firing_rate"] = red[3] / red[4]
+        return row
+
+
+def _train_steps(run: _Run, loader: DataLoader, advance: Callable[[str], None]) -> dict:
+    """One pass over ``loader`` (one optimiser step per batch), then one scheduler step;
+    returns the epoch's ``train_*`` metrics. advance(stats): after each batch."""
+    cfg, device = run.cfg, run.device
+    run.net.train()
+    sums = _EpochSums()
+    for x, y in loader:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        t_out = None
+        if run.teacher is not None:
+            with torch.no_grad():
+                t_out = run.teacher(x)
+        loss, logits, parts = run.net(x, y, t_out)
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.optim.grad_clip > 0:
+            nn.utils.clip_grad_norm_(run.objective.parameters(), cfg.optim.grad_clip)
+        run.optimizer.step()
+        sums.add(loss, logits, y, parts, spike_totals(run.model))
+        advance(sums.stats())
+    run.scheduler.step()
+    return sums.row(run.info, device)
+
+
+def _test_row(run: _Run, loader: DataLoader) -> dict:
+    ev = evaluate(run.model, loader, run.device, run.info)
+    row = {"test_loss": ev["loss"], "test_acc": ev["acc"]}
+    if "firing_rate" in ev:
+        row["test_firing_rate"] = ev["firing_rate"]
+    return row
+
+
+@dataclass
+class _Data:
+    train_ds: Dataset
+    sampler: DistributedSampler
+    train_loader: DataLoader
+    test_loader: DataLoader
+
+
+def _epoch(run: _Run, epoch: int, data: _Data, bar) -> dict:
+    """Train (and, when due, test) one epoch, 0-based; returns its metrics row."""
+    cfg, model = run.cfg, run.model
+    t0 = time.perf_counter()
+    keep = cfg.energy.graph_sources(epoch, cfg.optim.epochs, data.train_ds.layout.num_joints)
+    if keep is not None:
+        model.prune_graph(keep)
+    _set_epoch(data.train_ds, data.sampler, epoch)
+    _prune_for_epoch(run, data.train_ds, epoch)
+    if run.energy is not None:
+        run.energy.refresh(model)
+    row = {"epoch": epoch + 1, "lr": run.optimizer.param_groups[0]["lr"]}
+    task = bar.add_task(f"{cfg.kind} epoch {epoch + 1}/{cfg.optim.epochs}",
+                        total=len(data.train_loader), stats="")
+    row.update(_train_steps(run, data.train_loader,
+                            lambda stats: bar.update(task, advance=1, stats=stats)))
+    if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.optim.epochs:
+        row.update(_test_row(run, data.test_loader))
+    row["time_s"] = time.perf_counter() - t0
+    bar.remove_task(task)
+    return row
+
+
+def train(cfg: RunConfig, out: str | Path | None, *, resume: bool = False,
+          stop_after: int | None = None, datasets: tuple[Dataset, Dataset] | None = None,
+          progress: bool = True, log: Callable[[str], None] | None = None) -> TrainResult:
+    """Train a teacher or a student as ``cfg`` says; write RUN files under ``out`` (rank 0).
+
+    resume: continue from ``out/last.pt`` (its config wins; must match ``cfg`` if both given).
+    stop_after: stop after this many epochs in this call (e.g. a job's time limit), leaving a
+        resumable run. datasets: (train, test) instead of the config's prepared data (tests).
+    log: where the per-epoch lines go (default: stderr, above the progress bar on a terminal).
+    """
+    info, device = init_distributed(cfg.device)
+    say = (log or (lambda s: print(s, file=sys.stderr))) if info.is_main else (lambda s: None)
+    out = Path(out) if out is not None else None
+    ckpt = _resume_checkpoint(cfg, out) if resume else None
+    _seed_everything(cfg.seed)
+    train_ds, test_ds = datasets if datasets is not None else make_datasets(cfg)
+    _check_persons(cfg, train_ds)
+    run = _build_run(cfg, train_ds, info, device, ckpt, say)
+    if ckpt is not None:
+        say(f"resuming {out} after epoch {run.start}")
+    if out is not None and info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
+    train_loader, sampler = _train_loader(train_ds, cfg, info)
+    data = _Data(train_ds, sampler, train_loader,
+                 _eval_loader(test_ds, cfg.eval_batch_size or cfg.batch_size, info,
+                              cfg.data.num_workers))
+    end = cfg.optim.epochs if stop_after is None else min(cfg.optim.epochs, run.start + stop_after)
+    show = progress and info.is_main and sys.stderr.isatty()
+    with _progress(show) as bar:
+        if show and log is None:   # print above the live bar, not through it
+            say = lambda s: bar.console.print(s, markup=False, highlight=False)  # noqa: E731
+        for epoch in range(run.start, end):
+            row = _epoch(run, epoch, data, bar)
+            best = run.best
+            is_best = row.get("test_acc") is not None and (best is None
+                                                           or row["test_acc"] > best["test_acc"])
+            run.metrics.append(row)
+            say(_epoch_line(row, cfg.optim.epochs))
+            _save_epoch(run, out, is_best)
+    best = run.best
+    return TrainResult(out, run.metrics, best["test_acc"] if best else math.nan, run.model)
+
+
+def _epoch_line(row: dict, epochs: int) -> str:
+    return (f"epoch {row['epoch']}/{epochs}  loss {row['train_loss']:.4f}  "
+            f"train acc {row['train_acc']:.4f}  test acc {row.get('test_acc', float('nan')):.4f}"
+            + (f"  rate {row['test_firing_rate']:.4f}" if "test_firing_rate" in row else "")
+            + f"  ({row['time_s']:.1f} s)")
+
+
+def _save_epoch(run: _Run, out: Path | None, is_best: bool) -> None:
+    """``last.pt`` (and ``best.pt`` when the epoch is the best so far) and the metrics files,
+    written by rank 0; every process takes part (its random generators are saved too)."""
+    rngs = _gather_rng(run.info)
+    if out is None or not run.info.is_main:
+        return
+    cfg = run.cfg
+    state = {"kind": cfg.kind, "config": to_dict(cfg), "num_classes": run.num_classes,
+             "layout": run.layout, "teacher": cfg.teacher, "model": run.model.state_dict(),
+             "epoch": run.metrics[-1]["epoch"], "optimizer": run.optimizer.state_dict(),
+             "scheduler": run.scheduler.state_dict(), "rng": rngs[0], "metrics": run.metrics}
+    if run.info.active:
+        state["rng_ranks"] = rngs
+    if run.distiller is not None:
+        state["distiller"] = run.distiller.state_dict()
+    save_atomic(state, out / "last.pt")
+    if is_best:
+        save_atomic(state, out / "best.pt")
+    _write_metrics(out, run.metrics, run.best)
 
 
 def _write_metrics(out: Path, rows: list[dict], best: dict | None) -> None:
@@ -308,191 +625,6 @@ def _write_metrics(out: Path, rows: list[dict], best: dict | None) -> None:
         w.writerow({k: r.get(k, "") for k in keys})
     write_text_atomic(out / "metrics.csv", buf.getvalue())
     write_text_atomic(out / "metrics.json", json.dumps({"epochs": rows, "best": best}, indent=1))
-
-
-def train(cfg: RunConfig, out: str | Path | None, *, resume: bool = False,
-          stop_after: int | None = None, datasets: tuple[Dataset, Dataset] | None = None,
-          progress: bool = True, log: Callable[[str], None] | None = None) -> TrainResult:
-    """Train a teacher or a student as ``cfg`` says; write RUN files under ``out`` (rank 0).
-
-    resume: continue from ``out/last.pt`` (its config wins; must match ``cfg`` if both given).
-    stop_after: stop after this many epochs in this call (e.g. a job's time limit), leaving a
-        resumable run. datasets: (train, test) instead of the config's prepared data (tests).
-    """
-    info, device = init_distributed(cfg.device)
-    custom_log = log is not None
-    log = log or (lambda s: print(s, file=sys.stderr))
-    say = log if info.is_main else (lambda s: None)
-    out = Path(out) if out is not None else None
-    ckpt = None
-    if resume:
-        if out is None or not (out / "last.pt").is_file():
-            raise FileNotFoundError(f"{out}/last.pt: nothing to resume")
-        ckpt = load_checkpoint(out / "last.pt", map_location="cpu")
-        saved = from_dict(ckpt["config"], where=str(out / "last.pt"))
-        if to_dict(saved) != to_dict(cfg):
-            raise ValueError(f"{out}/last.pt: the run's config differs from the one given; "
-                             "resume continues a run unchanged (start a new --out to change it)")
-    _seed_everything(cfg.seed)
-    train_ds, test_ds = datasets if datasets is not None else make_datasets(cfg)
-    num_classes, layout = train_ds.num_classes, train_ds.layout
-    bodies = getattr(train_ds, "num_persons", None)
-    if bodies is not None and getattr(cfg.model, "persons", bodies) != bodies:
-        raise ValueError(f"model.persons is {cfg.model.persons} but the prepared data holds "
-                         f"{bodies} body slot(s) per sample; set model.persons: {bodies}")
-
-    model = build_model(cfg.kind, cfg.model, num_classes, layout).to(device)
-    teacher, distiller = None, None
-    if cfg.kind == "student":
-        kd = cfg.kd
-        if kd.use_soft or kd.use_ftm:
-            if not cfg.teacher:
-                raise ValueError("student distillation needs a teacher run (--teacher RUN), or "
-                                 "switch kd.soft_labels and kd.ftm off")
-            teacher = _load_teacher(cfg.teacher, device, num_classes, layout, cfg.modalities)
-        probe = torch.stack([train_ds[i][0] for i in range(min(2, len(train_ds)))]).to(device)
-        if teacher is not None:
-            distiller = Distiller.for_models(kd, model, teacher, probe).to(device)
-        else:
-            distiller = Distiller(kd, [], []).to(device)
-    energy = None
-    if cfg.kind == "student" and cfg.energy.active:
-        energy = EnergyLoss(cfg.energy, cfg.model.time_steps)
-    if cfg.init and ckpt is None:
-        init, init_info = load_model(cfg.init, map_location=device)
-        if (init_info["kind"] != cfg.kind or to_dict(init.cfg) != to_dict(cfg.model)
-                or init_info["num_classes"] != num_classes
-                or init_info["layout"].name != layout.name):
-            raise ValueError(f"{init_info['path']}: init needs a {cfg.kind} of this run's model "
-                             f"config, {num_classes} classes and layout {layout.name}")
-        model.load_state_dict(init.state_dict())
-        init_state = load_checkpoint(init_info["path"], map_location="cpu")
-        if distiller is not None and "distiller" in init_state:
-            try:                                        # the same teacher's FTMs, if they fit
-                distiller.load_state_dict(init_state["distiller"])
-            except RuntimeError:
-                say(f"{init_info['path']}: its FTMs do not fit this teacher; they start anew")
-        say(f"initial weights from {init_info['path']}")
-    objective = Objective(model, cfg.kind, distiller, energy)
-    optimizer = _optimizer(cfg, [p for p in objective.parameters() if p.requires_grad])
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cfg.optim.lr_factor)
-    metrics: list[dict] = []
-    start = 0
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        if distiller is not None and "distiller" in ckpt:
-            distiller.load_state_dict(ckpt["distiller"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        metrics = list(ckpt["metrics"])
-        start = int(ckpt["epoch"])
-        ranks = ckpt.get("rng_ranks")
-        set_rng_state(ranks[info.rank] if ranks and len(ranks) == info.world else ckpt["rng"])
-        say(f"resuming {out} after epoch {start}")
-    net = wrap_distributed(objective, info, device, cfg.sync_bn)
-
-    if out is not None and info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "config.yaml")
-    train_loader, sampler = _train_loader(train_ds, cfg, info)
-    test_loader = _eval_loader(test_ds, cfg.eval_batch_size or cfg.batch_size, info,
-                               cfg.data.num_workers)
-    best = max((m for m in metrics if m.get("test_acc") is not None),
-               key=lambda m: m["test_acc"], default=None)
-    end = cfg.optim.epochs if stop_after is None else min(cfg.optim.epochs, start + stop_after)
-    base = {"kind": cfg.kind, "config": to_dict(cfg), "num_classes": num_classes,
-            "layout": layout.name, "teacher": cfg.teacher}
-
-    show = progress and info.is_main and sys.stderr.isatty()
-    with _progress(show) as bar:
-        if show and not custom_log:   # print above the live bar, not through it
-            say = lambda s: bar.console.print(s, markup=False, highlight=False)  # noqa: E731
-        for epoch in range(start, end):
-            t0 = time.perf_counter()
-            keep = cfg.energy.graph_sources(epoch, cfg.optim.epochs, layout.num_joints)
-            if keep is not None:
-                model.prune_graph(keep)
-            _set_epoch(train_ds, sampler, epoch)
-            kept = cfg.energy.synapse_cut(epoch, cfg.optim.epochs)
-            if kept is not None:
-                loads = None
-                if cfg.energy.synapse_keep_by == "energy":     # this epoch's probe, no RNG
-                    loads = synapse_loads(model, probe_batch(train_ds).to(device))
-                    if info.active:                 # one cut on every rank: rank 0's counts
-                        box = [loads]
-                        dist.broadcast_object_list(box, src=0)
-                        loads = box[0]
-                model.prune_weights(kept, loads, cfg.energy.cost_power)
-            if energy is not None:
-                energy.refresh(model)
-            lr = optimizer.param_groups[0]["lr"]
-            task = bar.add_task(f"{cfg.kind} epoch {epoch + 1}/{cfg.optim.epochs}",
-                                total=len(train_loader), stats="")
-            net.train()
-            sums = {"loss": 0.0, "correct": 0.0, "n": 0.0, "spikes": 0.0, "steps": 0.0}
-            parts_sum: dict[str, float] = {}
-            for x, y in train_loader:
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                t_out = None
-                if teacher is not None:
-                    with torch.no_grad():
-                        t_out = teacher(x)
-                loss, logits, parts = net(x, y, t_out)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.optim.grad_clip > 0:
-                    nn.utils.clip_grad_norm_(objective.parameters(), cfg.optim.grad_clip)
-                optimizer.step()
-                n = len(y)
-                sums["loss"] += float(loss.detach()) * n
-                sums["correct"] += float((logits.argmax(1) == y).sum())
-                sums["n"] += n
-                for k, v in parts.items():
-                    parts_sum[k] = parts_sum.get(k, 0.0) + v * n
-                tot = spike_totals(model)
-                if tot is not None:
-                    sums["spikes"] += tot[0]
-                    sums["steps"] += tot[1]
-                bar.update(task, advance=1, stats=f"loss {sums['loss'] / sums['n']:.3f} "
-                                                  f"acc {sums['correct'] / sums['n']:.3f}")
-            scheduler.step()
-            keys = sorted(parts_sum)
-            red = _all_reduce([sums[k] for k in ("loss", "correct", "n", "spikes", "steps")]
-                              + [parts_sum[k] for k in keys], info, device)
-            n = max(red[2], 1.0)
-            row = {"epoch": epoch + 1, "lr": lr, "train_loss": red[0] / n, "train_acc": red[1] / n}
-            row.update({f"train_{k}": v / n for k, v in zip(keys, red[5:])})
-            if red[4] > 0:
-                row["train_firing_rate"] = red[3] / red[4]
-            if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.optim.epochs:
-                ev = evaluate(model, test_loader, device, info)
-                row.update({"test_loss": ev["loss"], "test_acc": ev["acc"]})
-                if "firing_rate" in ev:
-                    row["test_firing_rate"] = ev["firing_rate"]
-            row["time_s"] = time.perf_counter() - t0
-            metrics.append(row)
-            bar.remove_task(task)
-            is_best = row.get("test_acc") is not None and (best is None or row["test_acc"] > best["test_acc"])
-            if is_best:
-                best = row
-            say(f"epoch {epoch + 1}/{cfg.optim.epochs}  loss {row['train_loss']:.4f}  "
-                f"train acc {row['train_acc']:.4f}  test acc {row.get('test_acc', float('nan')):.4f}"
-                + (f"  rate {row['test_firing_rate']:.4f}" if "test_firing_rate" in row else "")
-                + f"  ({row['time_s']:.1f} s)")
-            rngs = _gather_rng(info)
-            if out is not None and info.is_main:
-                state = dict(base, model=model.state_dict(), epoch=epoch + 1,
-                             optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                             rng=rngs[0], metrics=metrics)
-                if info.active:
-                    state["rng_ranks"] = rngs
-                if distiller is not None:
-                    state["distiller"] = distiller.state_dict()
-                save_atomic(state, out / "last.pt")
-                if is_best:
-                    save_atomic(state, out / "best.pt")
-                _write_metrics(out, metrics, best)
-    return TrainResult(out, metrics, best["test_acc"] if best else math.nan, model)
 
 
 def _gather_rng(info: DistInfo) -> list[dict]:

@@ -13,8 +13,9 @@ sums of integers are exact).
 Neurons are lava-dl slayer CUBA neurons (:class:`LoihiCuba` subclasses
 ``lava.lib.dl.slayer.neuron.cuba.Neuron`` and takes its parameters, fixed-point conversion and
 surrogate gradient from it). The forward pass is the integer update of lava's ``PyLifModelBitAcc``
-(what ``mksgn.deploy.engine`` runs): int32 wraps of ``a << 6`` and of the current, one 24-bit wrap
-of ``u``, a clipped 24-bit ``v`` and a bias ``bias_mant << 6`` added to ``v``. Without a bias and
+(``mksgn.loihi.Cuba``, which ``mksgn.deploy.engine`` runs too): int32 wraps of ``a << 6`` and of
+the current, one 24-bit wrap of ``u``, a clipped 24-bit ``v`` and a bias ``bias_mant << 6`` added
+to ``v``. Without a bias and
 within the 24-bit ranges this is slayer's own CUBA dynamics (``leaky_integrator``) bit for bit;
 slayer leaves out the wraps and the clip, and has no bias (Loihi adds it to the voltage).
 The backward pass is slayer's: its surrogate spike derivative
@@ -44,10 +45,6 @@ __all__ = [
     "SpikingJointAttention", "PooledReadout", "SkeletonSpikingCoding", "prune_mask",
     "prune_by_cost", "SynapseLoad",
 ]
-
-_M = loihi.UV_MAX
-_I32 = 1 << 32
-
 
 @dataclass
 class Spikes:
@@ -81,19 +78,6 @@ def align(a: torch.Tensor, src_start: int, dst_start: int, length: int, delay: i
 # ---------------------------------------------------------------------------------------------
 # The neuron
 
-def _wrap32(x: torch.Tensor) -> torch.Tensor:
-    return ((x + (1 << 31)) & (_I32 - 1)) - (1 << 31)
-
-
-def _decay(x: torch.Tensor, d: int) -> torch.Tensor:
-    # sign(p) * (|p| >> 12) == p / 4096 rounded toward zero
-    if d == 0:
-        return x
-    if d == loihi.DECAY_UNITY:
-        return torch.zeros_like(x)
-    return torch.div(x * (loihi.DECAY_UNITY - d), loihi.DECAY_UNITY, rounding_mode="trunc")
-
-
 _TRACES = ("u", "v", "s", "v_pre")
 
 
@@ -108,18 +92,16 @@ def cuba_states(a: torch.Tensor, bias_eff: torch.Tensor | int, p: loihi.CubaPara
     record it) in a's dtype, bool ``s`` and ``v_pre`` (before the reset, for the surrogate
     gradient) in a's dtype.
 
-    When no state can leave the 24-bit range (the usual case) the wraps and the clip are no-ops
-    and the update runs in float64, which is exact here: every state is an integer below 2**24,
-    a decay product ``x * (4096 - d)`` is below 2**37 and dividing by 4096 is exact, so
-    ``trunc(x * (4096 - d) / 4096)`` equals the chip's ``sign(x) * (|x| * (4096 - d) >> 12)``.
-    That path avoids int64 division (benchmarks/bench_student.py). Otherwise the int64 update
-    with every wrap runs.
+    The update is ``loihi.Cuba``'s. When no state can leave the 24-bit range (the usual case) the
+    wraps and the clip are no-ops (``loihi.CubaNoOverflow``) and the update runs in float64, which
+    is exact here: every state is an integer below 2**24, a decay product ``x * (4096 - d)`` is
+    below 2**37 and dividing by 4096 is exact (``loihi.scale_fraction``). That path avoids int64
+    division (benchmarks/bench_student.py). Otherwise the int64 update with every wrap runs.
     """
     steps = a.shape[-1]
     amax = int(a.abs().max()) if a.numel() else 0
     bmax = int(bias_eff.abs().max()) if torch.is_tensor(bias_eff) else abs(int(bias_eff))
-    safe = steps * (steps * (amax << loihi.ACT_SHIFT) + bmax) < _M - 1
-    if safe:
+    if loihi.CubaNoOverflow.holds(amax, bmax, steps):
         res = _cuba_float(a.double(), bias_eff, p, spiking, traces)
     else:
         if torch.is_tensor(bias_eff):
@@ -131,59 +113,36 @@ def cuba_states(a: torch.Tensor, bias_eff: torch.Tensor | int, p: loihi.CubaPara
 def _cuba_float(a: torch.Tensor, bias_eff, p: loihi.CubaParams, spiking: bool,
                 traces: tuple[str, ...]) -> tuple[torch.Tensor, ...]:
     """The update within the 24-bit range, in exact float64 (see ``cuba_states``)."""
-    steps = a.shape[-1]
-    vth = float(p.vth_mant << loihi.VTH_SHIFT)
-    ku = (loihi.DECAY_UNITY - p.i_decay) / loihi.DECAY_UNITY   # exact: k / 2**12
-    kv = (loihi.DECAY_UNITY - p.v_decay) / loihi.DECAY_UNITY
-    bias = bias_eff.double() if torch.is_tensor(bias_eff) else float(bias_eff)
-    a_steps = a.movedim(-1, 0) * float(1 << loihi.ACT_SHIFT)      # (L, ...), a << 6
-    shape = a_steps.shape[1:]
-    out = {k: torch.empty((steps, *shape), dtype=torch.bool if k == "s" else torch.float64,
-                          device=a.device) for k in traces}
-    u = torch.zeros(shape, dtype=torch.float64, device=a.device)
-    v = torch.zeros_like(u)
-    for t in range(steps):
-        u = (u * ku).trunc_().add_(a_steps[t])
-        v = (v * kv).trunc_().add_(u).add_(bias)
-        if "v_pre" in out:
-            out["v_pre"][t] = v
-        if spiking:
-            s = v > vth
-            v.masked_fill_(s, 0.0)
-        else:
-            s = None
-        if "u" in out:
-            out["u"][t] = u
-        if "v" in out:
-            out["v"][t] = v
-        if "s" in out:
-            out["s"][t] = False if s is None else s
-    return tuple(out[k].movedim(0, -1) for k in traces)
+    bias = bias_eff.double() if torch.is_tensor(bias_eff) else bias_eff
+    return _cuba_traces(loihi.CubaNoOverflow, a, bias, p, spiking, traces)
 
 
 def _cuba_wrapped(a: torch.Tensor, bias_eff, p: loihi.CubaParams, spiking: bool,
                   traces: tuple[str, ...]) -> tuple[torch.Tensor, ...]:
     """The int64 update with the chip's 32-bit wraps, 24-bit wrap of u and clip of v."""
-    u = torch.zeros(a.shape[:-1], dtype=torch.int64, device=a.device)
+    return _cuba_traces(loihi.Cuba, a, bias_eff, p, spiking, traces)
+
+
+def _cuba_traces(rule: type[loihi.Cuba], a: torch.Tensor, bias, p: loihi.CubaParams,
+                 spiking: bool, traces: tuple[str, ...]) -> tuple[torch.Tensor, ...]:
+    """``rule``'s update from zero state over a's last axis; the ``traces`` (..., L)."""
+    steps = a.shape[-1]
+    vth = loihi.threshold(p, spiking)
+    a_steps = a.movedim(-1, 0)                                    # (L, ...)
+    shape = a_steps.shape[1:]
+    out = {k: torch.empty((steps, *shape), dtype=torch.bool if k == "s" else a.dtype,
+                          device=a.device) for k in traces}
+    u = torch.zeros(shape, dtype=a.dtype, device=a.device)
     v = torch.zeros_like(u)
-    out = {k: [] for k in traces}
-    vth = p.vth_mant << loihi.VTH_SHIFT
-    for t in range(a.shape[-1]):
-        u = _wrap32(_decay(u, p.i_decay) + _wrap32(a[..., t] << loihi.ACT_SHIFT))
-        u = torch.where(u > _M, u - 2 * _M, u)
-        u = torch.where(u <= -_M, u + 2 * _M, u)
-        v = _wrap32(_decay(v, p.v_decay) + u + bias_eff).clamp_(-_M + 1, _M - 1)
+    for t in range(steps):
+        u, v = rule.subthreshold(u, v, a_steps[t], bias, p.i_decay, p.v_decay)
         if "v_pre" in out:
-            out["v_pre"].append(v)
-        if spiking:
-            s = v > vth
-            v = v.masked_fill(s, 0)
-        else:
-            s = torch.zeros_like(v, dtype=torch.bool)
+            out["v_pre"][t] = v
+        v, s = loihi.fire(v, vth)
         for k, x in (("u", u), ("v", v), ("s", s)):
             if k in out:
-                out[k].append(x)
-    return tuple(torch.stack(out[k], -1) for k in traces)
+                out[k][t] = x
+    return tuple(out[k].movedim(0, -1) for k in traces)
 
 
 def _leaky_backward(grad: torch.Tensor, d: int) -> torch.Tensor:
@@ -207,8 +166,8 @@ class _CubaFn(torch.autograd.Function):
         a = torch.round(x.detach().double() * loihi.STATE_SCALE)   # integers, float64
         b = 0
         if bias is not None:
-            b = torch.round(bias.detach().double() * loihi.STATE_SCALE).to(torch.int64)
-            b = b.clamp(loihi.BIAS_MANT_MIN, loihi.BIAS_MANT_MAX) * float(1 << loihi.NETX_BIAS_EXP)
+            b = loihi.effective_bias(
+                torch.round(bias.detach().double() * loihi.STATE_SCALE).to(torch.int64))
         traces = _TRACES if neuron.record_states else \
             ("s", "v_pre") if neuron.spiking else ("v",)
         res = dict(zip(traces, cuba_states(a, b, p, spiking=neuron.spiking, traces=traces)))
@@ -292,10 +251,7 @@ class LoihiCuba(slayer_cuba.Neuron):
 
 def _row_bound(m: torch.Tensor, kind: str) -> float:
     """Largest sum of |mantissa| over one destination neuron's inputs (binary spikes)."""
-    m = m.detach().abs()
-    if kind == "graph":          # (O, I, V, U): a row is (o, v)
-        return float(m.sum(dim=(1, 3)).max())
-    return float(m.reshape(m.shape[0], -1).sum(1).max())
+    return float(loihi.row_sums(m.detach().abs(), kind).max())
 
 
 @torch.no_grad()
@@ -463,9 +419,8 @@ class ConvSynapse(_Pruned):
         x = s.permute(0, 4, 1, 2, 3).reshape(n * L, c, t, v)
         acc = F.conv2d(x, m.to(dtype), stride=self.stride, padding=self.padding)
         acc = acc.reshape(n, L, *acc.shape[1:]).permute(0, 2, 3, 4, 1)
-        a = quant.shift_floor(acc, e)
         # lava's Conv process (no exponent, no delay) wraps its sum at 24 bits; Dense at 32
-        return quant.wrap24(a) if (e == 0 and self.delay == 0) else quant.wrap32(a)
+        return quant.wrap(quant.shift_floor(acc, e), loihi.synapse_sum_bits("conv", e, self.delay))
 
     def export(self, name: str, src: str, dst: str, scale: torch.Tensor | None = None) -> Synapse:
         m, e = self.quantized(scale)
@@ -566,11 +521,9 @@ class SpikingJointAttention(nn.Module):
         self.delay = 0
 
     def forward(self, q: Spikes, k: Spikes, x: Spikes) -> torch.Tensor:
-        # sums of 0/1 products, at most C_qk * V
-        bound = float(q.s.shape[1] * q.s.shape[3])
+        bound = loihi.attention_bound(q.s.shape[1], q.s.shape[3])
         dtype = quant.exact_dtype(bound, q.s.device, self.training)
-        kx = torch.einsum("nctus,ndtus->ncdts", k.s.to(dtype), x.s.to(dtype))
-        acc = torch.einsum("nctvs,ncdts->ndtvs", q.s.to(dtype), kx)
+        acc = loihi.joint_attention(q.s.to(dtype), k.s.to(dtype), x.s.to(dtype))
         return quant.wrap32(quant.shift_floor(acc, -self.shift))
 
     def export(self, name: str, q: str, k: str, x: str, dst: str) -> JointAttention:
@@ -658,7 +611,10 @@ class SkeletonSpikingCoding(nn.Module):
         training mode."""
         bn = self.bn
         if self.training and x is not None:
-            y = F.conv2d(x.float(), self.weight, stride=self.stride, padding=self.padding)
+            # float32 statistics under autocast too: the running ones are float32, and a
+            # bfloat16 mean/var would fold a coarser BN than the eval path's
+            with torch.autocast(x.device.type, enabled=False):
+                y = F.conv2d(x.float(), self.weight, stride=self.stride, padding=self.padding)
             mean = y.mean(dim=(0, 2, 3))
             var = y.var(dim=(0, 2, 3), unbiased=False)
             with torch.no_grad():

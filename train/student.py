@@ -61,10 +61,9 @@ Mapping to the chip, and why:
 - Distillation features: the [stc] spike rates of every block, (N, C_i, T_i, V), the mean over the
   S steps (differentiable through the surrogate); the distiller picks its stages.
 - Surrogate gradient: slayer's, with ``tau_grad = 0.01, scale_grad = 15`` (width one threshold,
-  peak 0.75): with slayer's defaults (1, 1) the gradient shrinks ~1000x per block at init; these
-  keep it within ~2x across the 6 blocks (measured on ``small()``). On synthetic 8-class data
-  (``mksgn.data.synth``, 245 training samples, 32 frames) ``small()`` with AdamW lr 1e-2 reaches
-  60-70 % training accuracy in 4 epochs of ~15 s each (2 CPU cores); lr 3e-3 is slower.
+  peak 0.75): with slayer's defaults (1, 1) the gradient vanishes within a few blocks at init;
+  these keep its norm about constant through the 6 blocks, so every block learns from the first
+  step (the measurements: README.md, "Measurements behind the student's choices").
 - Exactness in eval mode: synaptic sums are computed in float32 where every partial sum is an
   integer below 2**24 (CPU), else float64; on CUDA always float64 with TF32 off. Neuron updates are
   int64. So ``forward`` (eval) == ``simulate`` == the engine on ``to_network()``, bit for bit.
@@ -74,9 +73,9 @@ Default (paper-scale) configuration: 64-frame windows, S = 4 steps, SSC with tem
 1-1-2-1-2-1 (32-32-16-16-8-8 frames), spiking attention with q/k at C/4. On NTU (V = 25) that is
 0.79 M neurons (``Student.neuron_count``; 0.49 M with static attention), within one Loihi 2 chip
 (``loihi.LOIHI2_NEURONS_PER_CHIP`` ~ 1.05 M), and 24 steps per sample (S + 20 layers of latency).
-The paper's 64-64-128-128-256-256 widths need 1.6 M neurons with the SSC stride and 3.2 M without
-(two to four chips), hence the halved widths. ``StudentConfig.small()`` is the CPU config (16-32
-channels, 32 frames) and ``StudentConfig.chain_config()`` the chain one.
+The paper's 64-64-128-128-256-256 widths (stem 64) need 1.6 M neurons with the SSC stride and
+3.2 M without (two to four chips), hence the halved widths. ``StudentConfig.small()`` is the CPU
+config (16-32 channels, 32 frames) and ``StudentConfig.chain_config()`` the chain one.
 """
 from __future__ import annotations
 
@@ -118,8 +117,8 @@ class StudentConfig:
         vThMant; decays as fractions, * 4096 = iDecay/vDecay). tau_grad, scale_grad: slayer's
         surrogate gradient (width ``tau_grad * threshold * 100``, peak ``scale_grad * 0.1 / 2 /
         width``). The defaults (width one threshold, peak 0.75) keep the gradient norm per block
-        roughly constant through the 14-20 spiking layers at init (measured on the small config;
-        slayer's 1/1 shrinks it ~1000x per block).
+        about constant through the 14-20 spiking layers at init, where slayer's (1, 1) let it
+        vanish (README.md, "Measurements behind the student's choices").
     input_frac_bits: fractional bits of the int16 host input of joint and bone (12: 0.24 mm
         steps, +/-8 m range); motion_frac_bits: the same for the motion modalities (14: 0.06 mm
         steps, +/-2 m per frame), whose values are ~100x smaller.
@@ -219,9 +218,9 @@ def _frames_after(t: int, kernel: int, stride: int) -> int:
 def _auto_attn_shift(c_qk: int, joints: int, vth_mant: int) -> int:
     # q, k, x at rate r give a ~ c_qk * V * r**3 per step; aim at 1/16 of the threshold (vth_mant
     # in a-units) at r = 1/4. The neuron integrates over steps (~4x with current decay 1/4), and the
-    # q/k/x weights can raise the current by raising the rates (it grows as r**3). Measured on
-    # small(): 1/2 of the threshold drowns the graph-conv signal early in training (4 epochs:
-    # chance accuracy), 1/16 trains as fast as attention off.
+    # q/k/x weights can raise the current by raising the rates (it grows as r**3). Aimed higher,
+    # the attention drowns the graph-conv signal early in training; at 1/16 the student trains as
+    # fast as without it (README.md, "Measurements behind the student's choices").
     expected = c_qk * joints * 0.25 ** 3
     return int(round(math.log2(expected / (vth_mant / 16.0))))
 

@@ -3,11 +3,15 @@ from __future__ import annotations
 
 import importlib.metadata as md
 import platform
+import re
 import sys
+from pathlib import Path
 
 import click
 
 from mksgn import lava_compat, quiet
+
+LOCK = Path(__file__).resolve().parent.parent / "tools" / "requirements.lock"
 
 
 def _version(dist: str) -> str:
@@ -45,7 +49,43 @@ def check() -> tuple[list[tuple[str, str]], list[str]]:
             rows.append((f"import {label}", "FAILED"))
             problems.append(f"{label} cannot be imported ({type(exc).__name__}: {exc})")
     rows.append(("prophesee toolbox", prophesee_toolbox()))
+    rows.append(("lock", lock_state(LOCK)[0]))
     return rows, problems
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def read_lock(lock: Path) -> dict[str, str]:
+    """``tools/requirements.lock`` as {canonical name: exact version} (``name==version`` lines)."""
+    pins = {}
+    for line in lock.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if "==" in line:
+            name, version = line.split("==", 1)
+            pins[_canonical(name)] = version.strip()
+    return pins
+
+
+def lock_differences(pins: dict[str, str]) -> list[str]:
+    """``name installed != locked`` for every locked package whose installed version differs."""
+    # the distribution Python imports (the first on sys.path; vendored copies come later)
+    installed = {name: _version(name) for name in pins}
+    return [f"{name} {installed[name].replace('not installed', 'absent')} != {version}"
+            for name, version in sorted(pins.items()) if installed[name] != version]
+
+
+def lock_state(lock: Path) -> tuple[str, list[str]]:
+    """Whether the installed packages are the exact set tools/setup_env.sh installs from the lock:
+    a one-line state and the differing packages (``name installed != locked``)."""
+    if not lock.is_file():
+        return "no tools/requirements.lock here (installed outside the repo)", []
+    pins = read_lock(lock)
+    diff = lock_differences(pins)
+    if not diff:
+        return f"installed set = tools/requirements.lock ({len(pins)} packages)", []
+    return f"{len(diff)} of {len(pins)} packages differ from tools/requirements.lock", diff
 
 
 def importlib_import(module: str) -> None:
@@ -71,6 +111,11 @@ def doctor() -> None:
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         click.echo(f"{key:<{width}}  {value}")
+    differ = lock_state(LOCK)[1]
+    for line in differ[:5]:
+        click.echo(f"note: {line} (untested; `make setup` installs the lock)")
+    if len(differ) > 5:
+        click.echo(f"note: and {len(differ) - 5} more (`make setup` installs the lock)")
     if problems:
         for p in problems:
             click.echo(f"problem: {p}", err=True)

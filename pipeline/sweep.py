@@ -9,7 +9,8 @@ fine-tuned from ``--init``, distilled from ``--teacher`` as the config says), co
 epoch, run it on the fast engine over the whole test split, and price it with ``mksgn energy``.
 Each point is a normal run directory ``OUT/w<W>[k<K>][s<F>[e]]/`` (student, convert, sim_fast,
 energy; e.g. ``w0k5s0.5``); a re-run reuses finished stages and resumes an unfinished training. The frontier goes to
-``OUT/frontier.{json,csv,png}``: accuracy and energy per sample on each profile, energy per
+``OUT/frontier.{json,csv,png}``: accuracy, energy and time (``latency_s``, profiles with a latency
+model) per sample on each profile, energy per
 *correct* classification, the trained-for estimate beside the measured figure, and which points are
 Pareto-optimal; the teacher (and the paper's MK-SGN point on NW-UCLA) marked.
 """
@@ -27,7 +28,7 @@ from pathlib import Path
 import click
 
 from mksgn.files import atomic_write_json, atomic_write_text
-from mksgn.stages import Stages, invoke
+from mksgn.pipeline.stages import Stages, invoke
 
 # MK-SGN's reported NW-UCLA top-1 and energy per sample (Zheng et al. 2024, arXiv 2404.10210;
 # 45 nm convention). Marked on NW-UCLA frontiers only.
@@ -57,6 +58,8 @@ class SweepPoint:
     graph_keep: int | None = None                # source joints per graph destination (None: all)
     synapse_keep: float | None = None            # fraction of weights kept (None: all)
     synapse_keep_by: str | None = None           # "count" (of weights) or "energy" (of events)
+    latency_s: dict[str, float] = field(default_factory=dict)  # s per sample, profiles with a
+    #                                              latency model (mksgn.hw_profiles.latency)
 
 
 @dataclass
@@ -139,7 +142,9 @@ def _point(label: str, weight: float | None, run: Path, sim: Path, energy: Path,
                       spike_energy_j=spike, trained_for_j=trained,
                       graph_keep=spec.graph_keep if spec else None,
                       synapse_keep=spec.synapse_keep if spec else None,
-                      synapse_keep_by=spec.keep_by if spec else None)
+                      synapse_keep_by=spec.keep_by if spec else None,
+                      latency_s={k: v["per_sample_s"]
+                                 for k, v in rep.get("student_latency", {}).items()})
 
 
 def _teacher(teacher: Path | None, energy: Path) -> tuple[dict, dict]:
@@ -164,7 +169,8 @@ def write_frontier(out: Path, fr: Frontier) -> list[Path]:
     cols = ["label", "weight", "graph_keep", "synapse_keep", "synapse_keep_by", "accuracy",
             "accuracy_delta", "correct", "samples", "firing_rate"]
     for p in fr.profiles:
-        cols += [f"energy_j_{p}", f"energy_ratio_{p}", f"energy_per_correct_j_{p}", f"pareto_{p}"]
+        cols += [f"energy_j_{p}", f"energy_ratio_{p}", f"energy_per_correct_j_{p}",
+                 f"latency_s_{p}", f"pareto_{p}"]
     cols += ["spike_energy_j", "trained_for_j", "run"]
     w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
     w.writeheader()
@@ -178,6 +184,7 @@ def write_frontier(out: Path, fr: Frontier) -> list[Path]:
             row.update({f"energy_j_{p}": pt.energy_j.get(p),
                         f"energy_ratio_{p}": pt.energy_ratio.get(p),
                         f"energy_per_correct_j_{p}": pt.energy_per_correct_j.get(p),
+                        f"latency_s_{p}": pt.latency_s.get(p),
                         f"pareto_{p}": pt.pareto.get(p)})
         w.writerow(row)
     atomic_write_text(out / "frontier.csv", buf.getvalue())
@@ -283,37 +290,53 @@ def _weights(text: str) -> list[Spec]:
                                                      p.synapse_keep or 0, p.by_energy))
 
 
+def _sweep_options(f):
+    """The options of ``mksgn sweep``, in help order."""
+    opts = [
+        click.option("--config", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+                     required=True,
+                     help="Student run config (e.g. train/configs/ucla_cpu_student.yaml)."),
+        click.option("--data", type=click.Path(file_okay=False, exists=True, path_type=Path),
+                     required=True, help="Prepared data root (mksgn data prepare --out)."),
+        click.option("--teacher", type=click.Path(exists=True, path_type=Path), default=None,
+                     help="Teacher run (its last.pt) or checkpoint: distillation, the teacher's "
+                          "energy."),
+        click.option("--init", type=click.Path(exists=True, path_type=Path), default=None,
+                     help="Fine-tune every point from this student run (its last.pt) or "
+                          "checkpoint; also measured as point 'init'."),
+        click.option("--weights", default="0,0.5,1,2", show_default=True,
+                     help="Energy weights, comma-separated (0: the unpenalised control); W:K "
+                          "also prunes every graph synapse to K source joints per joint, W:K:F "
+                          "(or W::F) keeps the fraction F of each conv and graph synapse "
+                          "group's weights, W:K:Fe the fraction F of their synaptic events."),
+        click.option("--mode", type=click.Choice(["energy", "rate"]), default="energy",
+                     show_default=True,
+                     help="energy: estimated energy per sample on --train-profile; rate: mean "
+                          "firing rate above energy.target_rate."),
+        click.option("--train-profile", default="loihi", show_default=True,
+                     help="Hardware profile whose per-op energies the energy term uses."),
+        click.option("--profile", "profiles", multiple=True,
+                     help="Profiles to measure on (repeatable; default loihi and "
+                          "cmos45nm_fp32)."),
+        click.option("--reference-teacher", type=click.Path(exists=True, path_type=Path),
+                     default=None, help="A second teacher graph for the reduction (e.g. the "
+                                        "paper-scale one, `mksgn convert --teacher-config`)."),
+        click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+                     help="Config override for every point, e.g. --set optim.epochs=6. "
+                          "Repeatable."),
+        click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+                     help="Sweep directory: one run directory per point, "
+                          "frontier.{json,csv,png}."),
+        click.option("--force", is_flag=True,
+                     help="Measure every point anew (trainings still resume from their runs)."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
 @click.command()
-@click.option("--config", type=click.Path(dir_okay=False, exists=True, path_type=Path),
-              required=True, help="Student run config (e.g. train/configs/ucla_cpu_student.yaml).")
-@click.option("--data", type=click.Path(file_okay=False, exists=True, path_type=Path),
-              required=True, help="Prepared data root (mksgn data prepare --out).")
-@click.option("--teacher", type=click.Path(exists=True, path_type=Path), default=None,
-              help="Teacher run (its last.pt) or checkpoint: distillation, the teacher's energy.")
-@click.option("--init", type=click.Path(exists=True, path_type=Path), default=None,
-              help="Fine-tune every point from this student run (its last.pt) or checkpoint; "
-                   "also measured as point 'init'.")
-@click.option("--weights", default="0,0.5,1,2", show_default=True,
-              help="Energy weights, comma-separated (0: the unpenalised control); W:K also "
-                   "prunes every graph synapse to K source joints per joint, W:K:F (or W::F) "
-                   "keeps the fraction F of each conv and graph synapse group's "
-                   "weights, W:K:Fe the fraction F of their synaptic events.")
-@click.option("--mode", type=click.Choice(["energy", "rate"]), default="energy",
-              show_default=True, help="energy: estimated energy per sample on --train-profile; "
-                                      "rate: mean firing rate above energy.target_rate.")
-@click.option("--train-profile", default="loihi", show_default=True,
-              help="Hardware profile whose per-op energies the energy term uses.")
-@click.option("--profile", "profiles", multiple=True,
-              help="Profiles to measure on (repeatable; default loihi and cmos45nm_fp32).")
-@click.option("--reference-teacher", type=click.Path(exists=True, path_type=Path),
-              default=None, help="A second teacher graph for the reduction (e.g. the "
-                                 "paper-scale one, `mksgn convert --teacher-config`).")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-              help="Config override for every point, e.g. --set optim.epochs=6. Repeatable.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Sweep directory: one run directory per point, frontier.{json,csv,png}.")
-@click.option("--force", is_flag=True,
-              help="Measure every point anew (trainings still resume from their runs).")
+@_sweep_options
 def sweep(config: Path, data: Path, teacher: Path | None, init: Path | None, weights: str,
           mode: str, train_profile: str, profiles: tuple[str, ...],
           reference_teacher: Path | None, sets: tuple[str, ...], out: Path, force: bool) -> None:
@@ -337,53 +360,94 @@ def sweep(config: Path, data: Path, teacher: Path | None, init: Path | None, wei
     import lava.magma.runtime.message_infrastructure.multiprocessing  # noqa: F401  (see demo)
     out.mkdir(parents=True, exist_ok=True)
     stages = Stages(out, force)
+    dataset = _dataset(config, data)
+    energy_args = [a for p in profiles for a in ("--profile", p)]
+    if reference_teacher is not None:
+        energy_args += ["--reference-teacher", str(reference_teacher)]
+    # what a measurement depends on besides the point's weights: a change redoes it
+    sig = hashlib.sha1(json.dumps([str(teacher), str(init), str(reference_teacher),
+                                   list(profiles)]).encode()).hexdigest()[:8]
+    runner = _PointRunner(stages, out, data, teacher, energy_args, sig)
+    points: list[SweepPoint] = []
+    if init is not None:
+        runner.measure("init", init)
+        points.append(_point("init", None, init.parent, out / "init" / "sim_fast",
+                             out / "init" / "energy", train_profile))
+    for spec in ws:
+        over = _overrides(spec, mode, train_profile, sets, init)
+        run = runner.train(spec.label, config, over)
+        points.append(_point(spec.label, spec.weight, run, out / spec.label / "sim_fast",
+                             out / spec.label / "energy", train_profile, spec))
+    fr = _frontier(points, teacher, out, mode, train_profile, profiles, dataset)
+    files = write_frontier(out, fr)
+    _print(fr)
+    click.echo("wrote " + ", ".join(str(f) for f in files))
+
+
+def _dataset(config: Path, data: Path) -> str:
+    """The dataset name in the benchmark info.json of CONFIG's data under DATA ("" without)."""
     from mksgn.train.config import ConfigError, load_config
     try:
         bench = load_config(config, {"data.prepared": str(data)}).data.benchmark_dir()
     except ConfigError as e:
         raise click.ClickException(str(e)) from None
     info = json.loads((bench / "info.json").read_text()) if (bench / "info.json").is_file() else {}
-    dataset = str(info.get("dataset", ""))
-    energy_args = [a for p in profiles for a in ("--profile", p)]
-    if reference_teacher is not None:
-        energy_args += ["--reference-teacher", str(reference_teacher)]
-    teacher_args = ["--teacher", str(teacher)] if teacher is not None else []
+    return str(info.get("dataset", ""))
 
-    # what a measurement depends on besides the point's weights: a change redoes it
-    sig = hashlib.sha1(json.dumps([str(teacher), str(init), str(reference_teacher),
-                                   list(profiles)]).encode()).hexdigest()[:8]
 
-    def measure(tag: str, run: Path) -> None:
+def _overrides(spec: Spec, mode: str, train_profile: str, sets: tuple[str, ...],
+               init: Path | None) -> list[str]:
+    """The config overrides (KEY=VALUE) that train the point SPEC."""
+    over = [f"energy.mode={mode}",
+            f"energy.weight={spec.weight}",         # 0: estimated, not trained for
+            f"energy.profile={train_profile}", *sets]
+    if spec.graph_keep is not None:
+        over.append(f"energy.graph_keep={spec.graph_keep}")
+    if spec.synapse_keep is not None:
+        over += [f"energy.synapse_keep={spec.synapse_keep}",
+                 f"energy.synapse_keep_by={spec.keep_by}"]
+    if init is not None:
+        over.append(f"init={init}")
+    return over
+
+
+@dataclass(frozen=True)
+class _PointRunner:
+    """Trains and measures the points of one sweep in OUT/<tag>/ as resumable stages.
+
+    sig: a hash of what a measurement depends on besides the point's weights (the teacher,
+    --init, --reference-teacher, the profiles), part of each measuring stage's name."""
+    stages: Stages
+    out: Path
+    data: Path
+    teacher: Path | None
+    energy_args: list[str]
+    sig: str
+
+    @property
+    def teacher_args(self) -> list[str]:
+        return ["--teacher", str(self.teacher)] if self.teacher is not None else []
+
+    def measure(self, tag: str, run: Path) -> None:
+        """convert -> fast engine -> energy of the student RUN (a run directory or .pt)."""
+        out, data, sig, stages = self.out, self.data, self.sig, self.stages
         conv, sim, en = out / tag / "convert", out / tag / "sim_fast", out / tag / "energy"
         stages.run(f"{tag}: convert [{sig}]", [conv], lambda: invoke([
-            "convert", str(run / "last.pt" if run.is_dir() else run), *teacher_args,
+            "convert", str(run / "last.pt" if run.is_dir() else run), *self.teacher_args,
             "--out", str(conv), "--force"]))
         stages.run(f"{tag}: fast engine [{sig}]", [sim], lambda: invoke([
             "simulate", str(conv), "--data", str(data), "--split", "test", "--engine", "fast",
             "--out", str(sim)]))
         stages.run(f"{tag}: energy [{sig}]", [en], lambda: invoke([
-            "energy", str(conv), "--activity", str(sim), "--out", str(en), *energy_args]))
+            "energy", str(conv), "--activity", str(sim), "--out", str(en), *self.energy_args]))
 
-    points: list[SweepPoint] = []
-    if init is not None:
-        measure("init", init)
-        points.append(_point("init", None, init.parent, out / "init" / "sim_fast",
-                             out / "init" / "energy", train_profile))
-    for spec in ws:
-        tag = spec.label
-        run = out / tag / "student"
-        over = [f"energy.mode={mode}",
-                f"energy.weight={spec.weight}",         # 0: estimated, not trained for
-                f"energy.profile={train_profile}", *sets]
-        if spec.graph_keep is not None:
-            over.append(f"energy.graph_keep={spec.graph_keep}")
-        if spec.synapse_keep is not None:
-            over += [f"energy.synapse_keep={spec.synapse_keep}",
-                     f"energy.synapse_keep_by={spec.keep_by}"]
-        if init is not None:
-            over.append(f"init={init}")
-        args = ["train", "student", "--config", str(config), "--data", str(data), *teacher_args,
-                "--out", str(run), "--no-progress", *[a for s in over for a in ("--set", s)]]
+    def train(self, tag: str, config: Path, over: list[str]) -> Path:
+        """Train (or resume) the student OUT/<tag>/student with the overrides OVER, then
+        measure it; new weights redo the measurement. Returns the run directory."""
+        run = self.out / tag / "student"
+        args = ["train", "student", "--config", str(config), "--data", str(self.data),
+                *self.teacher_args, "--out", str(run), "--no-progress",
+                *[a for s in over for a in ("--set", s)]]
         if (run / "last.pt").is_file():
             args.append("--resume")         # continues, or finds every epoch done
         click.echo(f"{tag}: train student ({'resume' if '--resume' in args else 'new run'})")
@@ -391,10 +455,15 @@ def sweep(config: Path, data: Path, teacher: Path | None, init: Path | None, wei
         invoke(args)
         if _finished_epochs(run) != before:      # new weights: measure them anew
             for d in ("convert", "sim_fast", "energy"):
-                shutil.rmtree(out / tag / d, ignore_errors=True)
-        measure(tag, run)
-        points.append(_point(tag, spec.weight, run, out / tag / "sim_fast", out / tag / "energy",
-                             train_profile, spec))
+                shutil.rmtree(self.out / tag / d, ignore_errors=True)
+        self.measure(tag, run)
+        return run
+
+
+def _frontier(points: list[SweepPoint], teacher: Path | None, out: Path, mode: str,
+              train_profile: str, profiles: tuple[str, ...], dataset: str) -> Frontier:
+    """The Frontier of POINTS: Pareto marks per profile, each point against the baseline (the
+    unpruned weight-0 point, else the first), the teacher and the paper's point."""
     t, ref = _teacher(teacher, out / points[0].label / "energy")
     base = next((p for p in points if p.weight == 0 and p.graph_keep is None
                  and p.synapse_keep is None), points[0])
@@ -404,9 +473,6 @@ def sweep(config: Path, data: Path, teacher: Path | None, init: Path | None, wei
         pt.accuracy_delta = pt.accuracy - base.accuracy
         pt.energy_ratio = {k: base.energy_j[k] / v if v else None
                            for k, v in pt.energy_j.items()}
-    fr = Frontier(mode=mode, train_profile=train_profile, profiles=list(profiles),
-                  dataset=dataset, teacher=t, reference_teacher=ref,
-                  paper=PAPER_POINT.get(dataset, {}), baseline=base.label, points=points)
-    files = write_frontier(out, fr)
-    _print(fr)
-    click.echo("wrote " + ", ".join(str(f) for f in files))
+    return Frontier(mode=mode, train_profile=train_profile, profiles=list(profiles),
+                    dataset=dataset, teacher=t, reference_teacher=ref,
+                    paper=PAPER_POINT.get(dataset, {}), baseline=base.label, points=points)

@@ -16,7 +16,7 @@ __all__ = ["invoke", "Stages"]
 
 def invoke(args: list[str]) -> None:
     """Run one ``mksgn`` verb in this process; a failure becomes a one-line ClickException."""
-    from mksgn.cli import main
+    from mksgn.pipeline.cli import main
     try:
         main.main(args=args, prog_name="mksgn", standalone_mode=False)
     except click.exceptions.Exit as e:

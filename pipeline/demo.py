@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import json
 import sys
+import textwrap
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import click
 
 from mksgn.files import atomic_write_json, atomic_write_text
-from mksgn.stages import Stages, invoke
+from mksgn.pipeline.stages import Stages, invoke
 
 CONFIGS = Path(__file__).resolve().parent.parent / "train" / "configs"
 
@@ -275,12 +276,18 @@ def write_report(out: Path, s: Summary, plan: DemoPlan) -> Path:
         "Reductions are against the teacher trained here and against the paper-scale teacher "
         f"configuration (`{plan.reference_teacher}`, MACs counted from its graph, untrained), "
         "both priced on the 45 nm fp32 convention (the paper's).", "",
-        "| profile | student | teacher | reduction | paper-scale teacher | reduction |",
-        "|---|---|---|---|---|---|",
+        "Time per sample: the student on a profile with a latency model (a per-step barrier "
+        "plus the busiest core's serial work, `hw_profiles/latency.py`); no ANN-device profile "
+        "states the teacher's time.", "",
+        "| profile | student | time per sample | teacher | reduction | paper-scale teacher "
+        "| reduction |",
+        "|---|---|---|---|---|---|---|",
     ]
     nan = float("nan")
     for name, e in s.energy.items():
+        t = e.get("student_s")
         lines.append(f"| {name} | {e.get('student_j', nan):.3e} J | "
+                     f"{'-' if t is None else f'{t * 1e3:.3f} ms'} | "
                      f"{e.get('teacher_j', nan):.3e} J ({e.get('teacher_profile')}) | "
                      f"{_or_nan(e.get('reduction_pct')):.2f}% | "
                      f"{e.get('paper_teacher_j', nan):.3e} J | "
@@ -307,6 +314,7 @@ def _energy_summary(energy_json: Path, teacher_profile: str = "cmos45nm_fp32") -
     out = {}
     for name, pj in rep["student_total_pj"].items():
         out[name] = {"student_j": pj * 1e-12, "teacher_j": teacher_j,
+                     "student_s": rep.get("student_latency", {}).get(name, {}).get("per_sample_s"),
                      "teacher_profile": teacher_profile,
                      "reduction_pct": rep["reduction_percent"][name].get(teacher_profile)}
         if ref:
@@ -315,6 +323,49 @@ def _energy_summary(energy_json: Path, teacher_profile: str = "cmos45nm_fp32") -
                 paper_teacher_j=ref["total_pj"].get(teacher_profile, float("nan")) * 1e-12,
                 paper_reduction_pct=ref["reduction_percent"].get(name, {}).get(teacher_profile))
     return out
+
+
+def _versus(joules: float, reference_j: float) -> str:
+    """``joules`` against ``reference_j``: "4.31x more", or "53.21% less" with as many decimals
+    as it takes not to round to 100% ("99.995% less")."""
+    if not reference_j > 0:
+        return "n/a"
+    ratio = joules / reference_j
+    if ratio >= 1:
+        return f"{ratio:.2f}x more"
+    pct, digits = 100 * (1 - ratio), 2
+    while round(pct, digits) >= 100 and digits < 6:
+        digits += 1
+    return f"{pct:.{digits}f}% less"
+
+
+def energy_lines(energy: dict) -> list[str]:
+    """The demo's closing lines on energy per sample (``_energy_summary``'s dict): what is priced
+    how, the teachers, then the student on each profile against each teacher. Within 80 columns
+    for profile names up to 14 characters."""
+    if not energy:
+        return []
+    first = next(iter(energy.values()))
+    paper = first.get("paper_teacher_j")
+    rows = [("teacher trained here", first["teacher_j"], "", "")]
+    if paper is not None:
+        rows.append(("paper-scale teacher", paper, "", ""))
+    for name, e in energy.items():
+        rows.append((f"student on {name}", e["student_j"], _versus(e["student_j"], e["teacher_j"]),
+                     _versus(e["student_j"], paper) if paper is not None else ""))
+    what = (f"Energy per sample: the student from its spikes on each profile, the teachers from "
+            f"their MACs on {first['teacher_profile']} (the paper's convention)")
+    if paper is not None:
+        what += f"; the paper-scale teacher is {first.get('paper_teacher')}'s graph, untrained"
+    w = max(len(r[0]) for r in rows)
+    head = [f"  {'':<{w}}  {'µJ':>10}  {'vs teacher here':<15}"
+            + ("  vs paper-scale" if paper is not None else "")]
+    times = [f"{name} {e['student_s'] * 1e3:.3f} ms" for name, e in energy.items()
+             if e.get("student_s") is not None]
+    tail = textwrap.wrap("Time per sample: " + ", ".join(times) + ".", 78) if times else []
+    return textwrap.wrap(what + ".", 78) + head + [
+        f"  {label:<{w}}  {j * 1e6:>10,.2f}  {a:<15}  {b}".rstrip()
+        for label, j, a, b in rows] + tail
 
 
 def _default_out(dataset: str) -> Path:
@@ -348,6 +399,30 @@ def demo(dataset: str, root: Path | None, out: Path | None, quick: bool, force: 
     """
     from rich.console import Console
     console = Console()
+    _check_root(dataset, root)
+    # Lava fixes multiprocessing's start method when first imported and fails if anything (a
+    # process pool of the data stage) fixed it before: let Lava go first.
+    import lava.magma.runtime.message_infrastructure.multiprocessing  # noqa: F401
+    plan = PLANS[dataset]()
+    if quick:
+        plan = plan.quick()
+    if lava_samples:
+        plan.lava_samples = lava_samples
+    dirs = _DemoDirs.under(out or _default_out(dataset))
+    dirs.out.mkdir(parents=True, exist_ok=True)
+    stages = Stages(dirs.out, force)
+    _run_data_stages(stages, plan, dataset, root, dirs)
+    _run_model_stages(stages, plan, dirs)
+    summary, agree = _summarize(dirs, plan, dataset, quick, stages)
+    _plot_training(dirs.out, {"teacher": dirs.teacher, "student": dirs.student})
+    _write_json(dirs.out / "summary.json", asdict(summary))
+    report = write_report(dirs.out, summary, plan)
+    _print_summary(console, summary, agree, plan, stages, quick)
+    console.print(f"report: {report}")
+
+
+def _check_root(dataset: str, root: Path | None) -> None:
+    """--root goes with real data only, and must then be a directory."""
     if dataset == "synthetic" and root is not None:
         raise click.UsageError("--root is for real data (--dataset ucla); the synthetic demo "
                                "generates its own")
@@ -357,22 +432,34 @@ def demo(dataset: str, root: Path | None, out: Path | None, quick: bool, force: 
                                    "json files (e.g. CTR-GCN's data/NW-UCLA/all_sqe)")
         if not root.is_dir():
             raise click.UsageError(f"--root {root}: not a directory")
-    # Lava fixes multiprocessing's start method when first imported and fails if anything (a
-    # process pool of the data stage) fixed it before: let Lava go first.
-    import lava.magma.runtime.message_infrastructure.multiprocessing  # noqa: F401
-    plan = PLANS[dataset]()
-    if quick:
-        plan = plan.quick()
-    if lava_samples:
-        plan.lava_samples = lava_samples
-    out = out or _default_out(dataset)
-    out.mkdir(parents=True, exist_ok=True)
-    raw, prepared = out / "raw", out / "prepared"
-    teacher, student, conv = out / "teacher", out / "student", out / "convert"
-    sim_fast, energy = out / "sim_fast", out / "energy"
-    stages = Stages(out, force)
-    quiet = ["--no-progress"] if not sys.stdout.isatty() else []
 
+
+@dataclass(frozen=True)
+class _DemoDirs:
+    """Where each stage of a demo under ``out`` writes."""
+    out: Path
+    raw: Path
+    prepared: Path
+    teacher: Path
+    student: Path
+    conv: Path
+    sim_fast: Path
+    energy: Path
+    agreement_file: Path
+    paper_teacher: Path
+
+    @classmethod
+    def under(cls, out: Path) -> "_DemoDirs":
+        return cls(out=out, raw=out / "raw", prepared=out / "prepared", teacher=out / "teacher",
+                   student=out / "student", conv=out / "convert", sim_fast=out / "sim_fast",
+                   energy=out / "energy", agreement_file=out / "agreement.json",
+                   paper_teacher=out / "paper_teacher")
+
+
+def _run_data_stages(stages: Stages, plan: DemoPlan, dataset: str, root: Path | None,
+                     dirs: _DemoDirs) -> None:
+    """[data synth ->] data prepare: the prepared dataset in ``dirs.prepared``."""
+    raw, prepared = dirs.raw, dirs.prepared
     if dataset == "synthetic":
         stages.run("data synth", [raw], lambda: invoke([
             "data", "synth", "--out", str(raw), "--dataset", "ntu60",
@@ -383,6 +470,15 @@ def demo(dataset: str, root: Path | None, out: Path | None, quick: bool, force: 
     else:
         stages.run("data prepare", [prepared], lambda: invoke([
             "data", "prepare", "--dataset", dataset, "--root", str(root), "--out", str(prepared)]))
+
+
+def _run_model_stages(stages: Stages, plan: DemoPlan, dirs: _DemoDirs) -> None:
+    """train teacher -> train student -> convert -> simulate -> Lava + spike agreement ->
+    paper-scale teacher graph -> energy."""
+    prepared, teacher, student, conv = dirs.prepared, dirs.teacher, dirs.student, dirs.conv
+    sim_fast, energy, agreement_file = dirs.sim_fast, dirs.energy, dirs.agreement_file
+    paper_teacher = dirs.paper_teacher
+    quiet = ["--no-progress"] if not sys.stdout.isatty() else []
 
     def sets(extra):
         return [a for s in extra for a in ("--set", s)]
@@ -400,10 +496,8 @@ def demo(dataset: str, root: Path | None, out: Path | None, quick: bool, force: 
     stages.run("simulate (fast engine)", [sim_fast], lambda: invoke([
         "simulate", str(conv), "--data", str(prepared), "--split", "test", "--engine", "fast",
         "--out", str(sim_fast)]))
-    agreement_file = out / "agreement.json"
     stages.run("Lava fixed_pt + spike agreement", [agreement_file], lambda: _write_json(
         agreement_file, spike_agreement(conv, prepared, plan.lava_samples)))
-    paper_teacher = out / "paper_teacher"
     stages.run("paper-scale teacher graph", [paper_teacher], lambda: invoke([
         "convert", "--teacher-config", str(CONFIGS / plan.reference_teacher),
         "--dataset", plan.reference_dataset, "--out", str(paper_teacher), "--force"]))
@@ -412,12 +506,17 @@ def demo(dataset: str, root: Path | None, out: Path | None, quick: bool, force: 
         "--reference-teacher", str(paper_teacher / "teacher.onnx"),
         *[a for p in plan.profiles for a in ("--profile", p)]]))
 
-    info = json.loads((prepared / plan.benchmark / "info.json").read_text())
-    fast = json.loads((sim_fast / "activity.json").read_text())
-    agree = json.loads(agreement_file.read_text())
+
+def _summarize(dirs: _DemoDirs, plan: DemoPlan, dataset: str, quick: bool,
+               stages: Stages) -> tuple[Summary, dict]:
+    """(the run's Summary, the spike-agreement dict) from what the stages wrote."""
+    info = json.loads((dirs.prepared / plan.benchmark / "info.json").read_text())
+    fast = json.loads((dirs.sim_fast / "activity.json").read_text())
+    agree = json.loads(dirs.agreement_file.read_text())
     counts = info.get("counts", {})
+    teacher, student = dirs.teacher, dirs.student
     summary = Summary(
-        out=str(out), quick=quick, classes=int(info["num_classes"]), dataset=dataset,
+        out=str(dirs.out), quick=quick, classes=int(info["num_classes"]), dataset=dataset,
         benchmark=plan.benchmark,
         train_samples=int(counts.get("train", 0)), test_samples=int(counts.get("test", 0)),
         teacher_accuracy=_last_acc(teacher), student_accuracy=_last_acc(student),
@@ -426,12 +525,14 @@ def demo(dataset: str, root: Path | None, out: Path | None, quick: bool, force: 
         teacher_best_epoch_accuracy=_best_acc(teacher),
         student_best_epoch_accuracy=_best_acc(student),
         prediction_agreement_fast_vs_pytorch=(fast.get("agreement") or {}).get("prediction_agreement"),
-        spike_agreement=agree, energy=_energy_summary(energy / "energy.json"),
+        spike_agreement=agree, energy=_energy_summary(dirs.energy / "energy.json"),
         stage_seconds=stages.seconds, stage_budget_seconds=plan.budget_s)
-    _plot_training(out, {"teacher": teacher, "student": student})
-    _write_json(out / "summary.json", asdict(summary))
-    report = write_report(out, summary, plan)
+    return summary, agree
 
+
+def _print_summary(console, summary: Summary, agree: dict, plan: DemoPlan, stages: Stages,
+                   quick: bool) -> None:
+    """The closing summary: accuracies, the Lava check, energy, the stage times."""
     console.rule("[bold]summary")
     console.print(f"accuracy (test, last epoch): teacher {_pct(summary.teacher_accuracy)} | "
                   f"student {_pct(summary.student_accuracy)} | fast engine "
@@ -440,12 +541,8 @@ def demo(dataset: str, root: Path | None, out: Path | None, quick: bool, force: 
                   f"spikes = fast engine {_pct(agree.get('fast_vs_lava'))}, PyTorch = fast "
                   f"{_pct(agree.get('pytorch_vs_fast'))}, scores equal "
                   f"{agree.get('scores_equal_all_three')}")
-    console.print(f"energy per sample; reduction vs the teacher | vs the paper-scale teacher, "
-                  f"both on {next(iter(summary.energy.values()), {}).get('teacher_profile')}:")
-    for name, e in summary.energy.items():
-        paper = e.get("paper_reduction_pct")
-        console.print(f"  {name}: {e['student_j']:.3e} J; {e['reduction_pct']:.2f}%"
-                      + (f" | {paper:.2f}%" if paper is not None else ""))
+    for line in energy_lines(summary.energy):
+        console.print(line)
     from rich.table import Table
     table = Table(title="stage times (s)", title_justify="left")
     for col in ("stage", "seconds", "budget"):
@@ -457,4 +554,3 @@ def demo(dataset: str, root: Path | None, out: Path | None, quick: bool, force: 
     table.add_row("total", f"{sum(stages.seconds.values()):.1f}",
                   str(sum(plan.budget_s.get(k, 0) for k in stages.seconds)))
     console.print(table)
-    console.print(f"report: {report}")

@@ -11,7 +11,7 @@ import click
 
 # verb -> "module:attribute" of a click command or group.
 COMMANDS: dict[str, str] = {
-    "doctor": "mksgn.doctor:doctor",
+    "doctor": "mksgn.pipeline.doctor:doctor",
     "data": "mksgn.data.cli:data",
     "simulate": "mksgn.deploy.cli:simulate",
     "run": "mksgn.deploy.cli:run",
@@ -20,8 +20,10 @@ COMMANDS: dict[str, str] = {
     "evaluate": "mksgn.train.cli:evaluate",
     "summary": "mksgn.train.cli:summary",
     "convert": "mksgn.convert.cli:convert",
-    "demo": "mksgn.demo:demo",
-    "sweep": "mksgn.sweep:sweep",
+    "export": "mksgn.convert.nir_cli:export",
+    "import": "mksgn.convert.nir_cli:import_",
+    "demo": "mksgn.pipeline.demo:demo",
+    "sweep": "mksgn.pipeline.sweep:sweep",
 }
 
 
