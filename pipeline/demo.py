@@ -55,8 +55,8 @@ class DemoPlan:
     reference_teacher: str = "ntu60_xsub_teacher.yaml"
     reference_dataset: str = "ntu60"
     budget_s: dict = field(default_factory=lambda: {
-        "data synth": 20, "data prepare": 20, "train teacher": 150, "train student": 120,
-        "convert": 30, "simulate (fast engine)": 30, "Lava fixed_pt + spike agreement": 180,
+        "data synth": 20, "data prepare": 20, "train teacher": 240, "train student": 180,
+        "convert": 30, "simulate (fast engine)": 30, "Lava fixed_pt + spike agreement": 330,
         "paper-scale teacher graph": 30, "energy": 20})
 
     @classmethod
