@@ -239,10 +239,6 @@ _DATA_TEXT = {
 }
 
 
-def _or_nan(x: float | None) -> float:
-    return float("nan") if x is None else x
-
-
 def _lava_sentence(s: Summary) -> str:
     a = s.spike_agreement
     return (f"Lava fixed_pt on {a.get('samples', 0)} test sample(s), {a.get('steps', '?')} steps "
@@ -279,8 +275,8 @@ def write_report(out: Path, s: Summary, plan: DemoPlan) -> Path:
         "Time per sample: the student on a profile with a latency model (a per-step barrier "
         "plus the busiest core's serial work, `hw_profiles/latency.py`); no ANN-device profile "
         "states the teacher's time.", "",
-        "| profile | student | time per sample | teacher | reduction | paper-scale teacher "
-        "| reduction |",
+        "| profile | student | time per sample | teacher | student vs teacher | paper-scale "
+        "teacher | student vs paper-scale |",
         "|---|---|---|---|---|---|---|",
     ]
     nan = float("nan")
@@ -289,9 +285,9 @@ def write_report(out: Path, s: Summary, plan: DemoPlan) -> Path:
         lines.append(f"| {name} | {e.get('student_j', nan):.3e} J | "
                      f"{'-' if t is None else f'{t * 1e3:.3f} ms'} | "
                      f"{e.get('teacher_j', nan):.3e} J ({e.get('teacher_profile')}) | "
-                     f"{_or_nan(e.get('reduction_pct')):.2f}% | "
+                     f"{_versus(e.get('student_j', nan), e.get('teacher_j', nan))} | "
                      f"{e.get('paper_teacher_j', nan):.3e} J | "
-                     f"{_or_nan(e.get('paper_reduction_pct')):.2f}% |")
+                     f"{_versus(e.get('student_j', nan), e.get('paper_teacher_j', nan))} |")
     lines += ["", "![per-layer energy](energy/energy.png)", ""]
     if (out / "training.png").is_file():
         lines += ["![training curves](training.png)", ""]
