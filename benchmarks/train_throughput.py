@@ -48,7 +48,7 @@ from mksgn.data.layouts import get_layout
 from mksgn.train.checkpoint import build_model
 from mksgn.train.config import KDConfig, RunConfig, load_config
 from mksgn.train.distill import Distiller, freeze
-from mksgn.train.loop import Objective
+from mksgn.train.loop import Objective, build_optimizer
 
 CONFIGS = Path(__file__).resolve().parents[1] / "train" / "configs"
 BATCH = 16
@@ -154,14 +154,6 @@ def _inputs(cfg: RunConfig, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     return x, torch.randint(0, CLASSES, (BATCH,), generator=g)
 
 
-def _optimizer(cfg: RunConfig, params) -> torch.optim.Optimizer:
-    o = cfg.optim
-    if o.name == "sgd":
-        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
-                               nesterov=o.nesterov and o.momentum > 0)
-    return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
-
-
 def train_step(cfg: RunConfig, teacher_cfg: RunConfig | None = None,
                autocast: torch.dtype | None = None) -> Callable[[], float]:
     """One training step of ``cfg``'s model on a fixed random batch, as a closure returning the
@@ -180,7 +172,7 @@ def train_step(cfg: RunConfig, teacher_cfg: RunConfig | None = None,
         else:
             distiller = Distiller(kd, [], [])
     objective = Objective(model, cfg.kind, distiller).train()
-    opt = _optimizer(cfg, [p for p in objective.parameters() if p.requires_grad])
+    opt = build_optimizer(cfg, [p for p in objective.parameters() if p.requires_grad])
     cast = (lambda: torch.autocast("cpu", dtype=autocast)) if autocast else nullcontext
 
     def step() -> float:

@@ -302,7 +302,8 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _optimizer(cfg: RunConfig, params) -> torch.optim.Optimizer:
+def build_optimizer(cfg: RunConfig, params) -> torch.optim.Optimizer:
+    """The optimiser a run config names (``optim.name``: sgd or adamw) over ``params``."""
     o = cfg.optim
     if o.name == "sgd":
         return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0,
@@ -405,7 +406,7 @@ def _build_run(cfg: RunConfig, train_ds: Dataset, info: DistInfo, device: torch.
     if cfg.init and ckpt is None:
         _load_init(cfg, model, distiller, train_ds, device, say)
     objective = Objective(model, cfg.kind, distiller, energy)
-    optimizer = _optimizer(cfg, [p for p in objective.parameters() if p.requires_grad])
+    optimizer = build_optimizer(cfg, [p for p in objective.parameters() if p.requires_grad])
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cfg.optim.lr_factor)
     run = _Run(cfg, info, device, train_ds.num_classes, train_ds.layout.name, model, objective,
                objective, optimizer, scheduler, teacher)
