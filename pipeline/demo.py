@@ -75,6 +75,20 @@ class DemoPlan:
                        "Lava fixed_pt + spike agreement": 6 * 60,
                        "paper-scale teacher graph": 60, "energy": 60})
 
+    @classmethod
+    def ucla_long(cls) -> "DemoPlan":
+        """NW-UCLA's long recipe: the CPU configs with a teacher of 24 epochs and a student of
+        72, <= 150 min on 2 cores; resumable (an interrupted run goes on when re-run)."""
+        plan = cls.ucla()
+        return replace(plan, teacher_set=("optim.epochs=24",), student_set=("optim.epochs=72",),
+                       budget_s={**plan.budget_s, "train teacher": 40 * 60,
+                                 "train student": 96 * 60})
+
+    def seeded(self, seed: int) -> "DemoPlan":
+        """Both trainings with ``seed`` instead of their configs'."""
+        return replace(self, teacher_set=(*self.teacher_set, f"seed={seed}"),
+                       student_set=(*self.student_set, f"seed={seed}"))
+
     def quick(self) -> "DemoPlan":
         """The same stages at toy sizes and one epoch each: a smoke run for the tests."""
         window = 12 if self.dataset == "synthetic" else 16
@@ -89,6 +103,7 @@ class DemoPlan:
 
 
 PLANS = {"synthetic": DemoPlan.synthetic, "ucla": DemoPlan.ucla}
+LONG_PLANS = {"ucla": DemoPlan.ucla_long}     # --long
 
 
 @dataclass
@@ -248,14 +263,18 @@ def _lava_sentence(s: Summary) -> str:
             f"class scores equal in all three: {a.get('scores_equal_all_three')}.")
 
 
+def _config_text(config: str, sets: tuple[str, ...]) -> str:
+    return f"`{config}`" + (f" with `{' '.join(sets)}`" if sets else "")
+
+
 def write_report(out: Path, s: Summary, plan: DemoPlan) -> Path:
     data = _DATA_TEXT[s.dataset].format(gen=plan.synth.get("classes", "?"), classes=s.classes,
                                         train=s.train_samples, test=s.test_samples)
     lines = [
         "# mksgn demo report", "",
-        f"{data}{' — quick mode' if s.quick else ''}. Configs: `{plan.teacher_config}`, "
-        f"`{plan.student_config}`" + (f" with `{' '.join(plan.teacher_set + plan.student_set)}`"
-                                      if plan.teacher_set or plan.student_set else "") + ".",
+        f"{data}{' — quick mode' if s.quick else ''}. Configs: "
+        f"{_config_text(plan.teacher_config, plan.teacher_set)}, "
+        f"{_config_text(plan.student_config, plan.student_set)}.",
         "", "## Accuracy (test split)", "",
         "The last epoch of each run is converted and reported; the best epoch's test accuracy "
         "(how GCN papers report these benchmarks, selected on the test split) is beside it.", "",
@@ -364,8 +383,10 @@ def energy_lines(energy: dict) -> list[str]:
         for label, j, a, b in rows] + tail
 
 
-def _default_out(dataset: str) -> Path:
-    return Path("runs/demo") if dataset == "synthetic" else Path(f"runs/{dataset}")
+def _default_out(dataset: str, long: bool) -> Path:
+    if dataset == "synthetic":
+        return Path("runs/demo")
+    return Path(f"runs/{dataset}-long") if long else Path(f"runs/{dataset}")
 
 
 @click.command()
@@ -377,13 +398,19 @@ def _default_out(dataset: str) -> Path:
                    "e.g. CTR-GCN's data/NW-UCLA/all_sqe).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where every stage writes (re-used on a re-run). Default: runs/demo "
-                   "(synthetic), runs/ucla (ucla).")
+                   "(synthetic), runs/ucla (ucla), runs/ucla-long (--long).")
+@click.option("--long", "long_", is_flag=True,
+              help="--dataset ucla: the long recipe (teacher 24 epochs, student 72; <= 150 min "
+                   "on 2 cores). Interrupted, it goes on from the last epoch when re-run.")
+@click.option("--seed", type=int, default=None,
+              help="Seed of both trainings (default: the configs', 1); give each seed its own "
+                   "--out.")
 @click.option("--quick", is_flag=True, help="Tiny sizes and one epoch: a smoke run in about a minute.")
 @click.option("--force", is_flag=True, help="Redo every stage, even those finished earlier.")
 @click.option("--lava-samples", type=click.IntRange(min=1), default=None,
               help="Test samples run in Lava (slow, bit-accurate). Default 2 (quick: 1).")
-def demo(dataset: str, root: Path | None, out: Path | None, quick: bool, force: bool,
-         lava_samples: int | None) -> None:
+def demo(dataset: str, root: Path | None, out: Path | None, long_: bool, seed: int | None,
+         quick: bool, force: bool, lava_samples: int | None) -> None:
     """Run the whole pipeline and write a report under OUT.
 
     \b
@@ -392,19 +419,27 @@ def demo(dataset: str, root: Path | None, out: Path | None, quick: bool, force: 
     Examples:
       mksgn demo                                    # synthetic data, ~9 min on 2 cores
       mksgn demo --dataset ucla --root all_sqe      # real NW-UCLA, <= 100 min on 2 cores
+      mksgn demo --dataset ucla --long --root all_sqe   # the long recipe, <= 150 min
+    An interrupted demo re-run with the same arguments reuses the finished stages and goes on
+    training from the last finished epoch.
     """
     from rich.console import Console
     console = Console()
     _check_root(dataset, root)
+    if long_ and dataset not in LONG_PLANS:
+        raise click.UsageError(f"--long: no long recipe for --dataset {dataset} "
+                               f"(there is one for {', '.join(LONG_PLANS)})")
     # Lava fixes multiprocessing's start method when first imported and fails if anything (a
     # process pool of the data stage) fixed it before: let Lava go first.
     import lava.magma.runtime.message_infrastructure.multiprocessing  # noqa: F401
-    plan = PLANS[dataset]()
+    plan = (LONG_PLANS if long_ else PLANS)[dataset]()
     if quick:
         plan = plan.quick()
+    if seed is not None:
+        plan = plan.seeded(seed)
     if lava_samples:
         plan.lava_samples = lava_samples
-    dirs = _DemoDirs.under(out or _default_out(dataset))
+    dirs = _DemoDirs.under(out or _default_out(dataset, long_))
     dirs.out.mkdir(parents=True, exist_ok=True)
     stages = Stages(dirs.out, force)
     _run_data_stages(stages, plan, dataset, root, dirs)
@@ -478,14 +513,17 @@ def _run_model_stages(stages: Stages, plan: DemoPlan, dirs: _DemoDirs) -> None:
 
     def sets(extra):
         return [a for s in extra for a in ("--set", s)]
+    def resume(run: Path) -> list[str]:     # an interrupted run continues where it stopped
+        return ["--resume"] if (run / "last.pt").is_file() else []
     # the last epoch of each run (no checkpoint selection on the test split)
     stages.run("train teacher", [teacher], lambda: invoke([
         "train", "teacher", "--config", str(CONFIGS / plan.teacher_config),
-        "--data", str(prepared), "--out", str(teacher), *quiet, *sets(plan.teacher_set)]))
+        "--data", str(prepared), "--out", str(teacher), *resume(teacher), *quiet,
+        *sets(plan.teacher_set)]), resumable=True)
     stages.run("train student", [student], lambda: invoke([
         "train", "student", "--config", str(CONFIGS / plan.student_config),
         "--data", str(prepared), "--teacher", str(teacher / "last.pt"), "--out", str(student),
-        *quiet, *sets(plan.student_set)]))
+        *resume(student), *quiet, *sets(plan.student_set)]), resumable=True)
     stages.run("convert", [conv], lambda: invoke([
         "convert", str(student / "last.pt"), "--teacher", str(teacher / "last.pt"),
         "--out", str(conv), "--force"]))

@@ -33,10 +33,14 @@ class Stages:
     def __init__(self, out: Path, force: bool):
         self.out = out
         self.file = out / "stages.json"
+        self.force = force
         self.done: dict = {} if force or not self.file.is_file() else json.loads(self.file.read_text())
         self.seconds: dict = {}
 
-    def run(self, name: str, outputs: list[Path], fn) -> None:
+    def run(self, name: str, outputs: list[Path], fn, resumable: bool = False) -> None:
+        """Run ``fn`` unless ``name`` finished earlier and its ``outputs`` exist. An unfinished
+        stage's outputs are removed first, except a ``resumable`` one's (a training run that
+        continues from its ``last.pt``) when not forced."""
         from rich.console import Console
         from rich.markup import escape
         console = Console()
@@ -44,7 +48,8 @@ class Stages:
             console.print(f"[dim]· {escape(name)}: done earlier (--force to redo)[/dim]")
             self.seconds[name] = self.done[name]
             return
-        for p in outputs:  # a stage that did not finish leaves nothing to trust
+        for p in outputs if self.force or not resumable else ():
+            # a stage that did not finish leaves nothing to trust
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
         console.rule(f"[bold]{escape(name)}")
         t0 = time.perf_counter()

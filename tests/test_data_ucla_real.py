@@ -6,32 +6,16 @@ outside the repository and never written back.
 from __future__ import annotations
 
 import json
-import lzma
-import tarfile
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
+from real_data import needs_archive
 
 from mksgn.data import ucla
 from mksgn.data.dataset import SkeletonDataset
-from mksgn.data.prepare import PrepareConfig, prepare
 
-ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "data" / "nw-ucla-all_sqe.tar.xz"
-
-pytestmark = pytest.mark.skipif(not ARCHIVE.is_file(),
-                                reason=f"real NW-UCLA data not found at {ARCHIVE}")
-
-
-@pytest.fixture(scope="module")
-def ucla_prepared(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ucla_raw")
-    with lzma.open(ARCHIVE) as xz, tarfile.open(fileobj=xz) as tar:
-        tar.extractall(root, filter="data")
-    out = tmp_path_factory.mktemp("ucla_prep")
-    report = prepare(PrepareConfig("ucla", root, out, workers=1))
-    return root, out / "xview", report
+pytestmark = needs_archive
 
 
 def test_prepare_all_real_files(ucla_prepared):

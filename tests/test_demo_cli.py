@@ -1,9 +1,13 @@
-"""`mksgn demo` argument errors: one line each, exit 2, before any stage runs."""
+"""`mksgn demo` argument errors (one line each, exit 2, before any stage runs), its plans, and how
+it re-runs stages."""
 from __future__ import annotations
 
+import pytest
 from click.testing import CliRunner
 
-from mksgn.pipeline.demo import PLANS, DemoPlan, demo, energy_lines
+from mksgn.pipeline import demo as demo_module
+from mksgn.pipeline.demo import PLANS, DemoPlan, _DemoDirs, _run_model_stages, demo, energy_lines
+from mksgn.pipeline.stages import Stages
 
 
 def test_real_dataset_needs_an_existing_root(tmp_path):
@@ -51,3 +55,65 @@ def test_energy_lines_say_what_is_compared_with_what():
                 for k, e in energy.items()}
     assert energy_lines(no_paper)[-1] == "  student on cmos45nm_int8        1.80  99.60% less"
     assert energy_lines({}) == []
+
+
+def test_stages_remove_an_unfinished_stage_unless_it_resumes(tmp_path):
+    """An unfinished stage's outputs are not trusted (removed before it runs again), except a
+    resumable one's (a training run continues from its last.pt) unless --force."""
+    seen = {}
+
+    def look(name, p):
+        return lambda: seen.setdefault(name, p.exists())
+    for name, resumable, force, kept in [("a", False, False, False), ("b", True, False, True),
+                                         ("c", True, True, False)]:
+        p = tmp_path / name
+        p.mkdir()
+        (p / "last.pt").write_bytes(b"x")
+        Stages(tmp_path, force).run(name, [p], look(name, p), resumable=resumable)
+        assert seen[name] is kept, name
+
+
+def test_an_interrupted_training_stage_resumes(tmp_path, monkeypatch):
+    """The demo passes --resume to a training stage that left a last.pt, and not after --force."""
+    calls = []
+
+    def fake_invoke(args):
+        calls.append(args)
+        if args[:2] == ["train", "student"]:
+            raise KeyboardInterrupt          # interrupted here; later stages never run
+
+    monkeypatch.setattr(demo_module, "invoke", fake_invoke)
+    dirs = _DemoDirs.under(tmp_path)
+    dirs.teacher.mkdir()
+    (dirs.teacher / "last.pt").write_bytes(b"x")
+    with pytest.raises(KeyboardInterrupt):
+        _run_model_stages(Stages(tmp_path, False), DemoPlan.ucla(), dirs)
+    assert [c[:2] for c in calls] == [["train", "teacher"], ["train", "student"]]
+    assert "--resume" in calls[0] and "--resume" not in calls[1]
+    dirs.student.mkdir()
+    (dirs.student / "last.pt").write_bytes(b"x")
+    calls.clear()
+    with pytest.raises(KeyboardInterrupt):           # the teacher is done: only the student
+        _run_model_stages(Stages(tmp_path, False), DemoPlan.ucla(), dirs)
+    assert [c[:2] for c in calls] == [["train", "student"]] and "--resume" in calls[0]
+    calls.clear()
+    with pytest.raises(KeyboardInterrupt):
+        _run_model_stages(Stages(tmp_path, True), DemoPlan.ucla(), dirs)
+    assert len(calls) == 2 and not any("--resume" in c for c in calls)
+    assert not (dirs.teacher / "last.pt").exists()
+
+
+def test_the_long_recipe_is_the_cpu_configs_run_longer_within_150_minutes(tmp_path):
+    long, short = DemoPlan.ucla_long(), DemoPlan.ucla()
+    assert (long.teacher_config, long.student_config) == (short.teacher_config,
+                                                          short.student_config)
+    assert long.teacher_set == ("optim.epochs=24",) and long.student_set == ("optim.epochs=72",)
+    assert sum(long.budget_s.values()) <= 150 * 60
+    r = CliRunner().invoke(demo, ["--long", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "no long recipe for --dataset synthetic" in r.output
+
+
+def test_a_seed_reaches_both_trainings():
+    plan = DemoPlan.ucla_long().seeded(2)
+    assert plan.teacher_set[-1] == plan.student_set[-1] == "seed=2"
+    assert plan.teacher_set[:-1] == DemoPlan.ucla_long().teacher_set

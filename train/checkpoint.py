@@ -24,7 +24,10 @@ import torch
 from mksgn.files import atomic_write, atomic_write_text
 
 __all__ = ["save_atomic", "write_text_atomic", "load_checkpoint", "resolve", "load_model",
-           "rng_state", "set_rng_state", "build_model"]
+           "rng_state", "set_rng_state", "build_model", "RELEASE_KEYS", "for_release"]
+
+# what a checkpoint that ships keeps: the model and how it was made, not how to go on training
+RELEASE_KEYS = ("kind", "config", "num_classes", "layout", "model", "epoch", "metrics")
 
 
 def save_atomic(obj: Any, path: str | Path) -> None:
@@ -51,6 +54,15 @@ def resolve(path: str | Path) -> Path:
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     """The checkpoint dict (weights-only unpickling: tensors and plain data)."""
     return torch.load(resolve(path), map_location=map_location, weights_only=True)
+
+
+def for_release(ckpt: dict) -> dict:
+    """The checkpoint without optimiser, scheduler, generator and distiller state (what
+    ``convert``, ``simulate`` and ``load_model`` read; ``--resume`` needs the full one)."""
+    missing = [k for k in RELEASE_KEYS if k not in ckpt]
+    if missing:
+        raise ValueError(f"not a training checkpoint: no {', '.join(missing)}")
+    return {k: ckpt[k] for k in RELEASE_KEYS}
 
 
 def build_model(kind: str, model_cfg, num_classes: int, layout) -> torch.nn.Module:
