@@ -19,6 +19,10 @@ Rows (random inputs of the configs' shapes, 10 classes, NW-UCLA's 20 joints; no 
   not counted, so a step dominated by it shows a low fraction of peak). Below them, the share of
   the float32 student step's operator time spent in the counted operators, and the speed-up
   that bounds (Amdahl): what faster matmuls alone (bfloat16, AMX) could give.
+- the student + KD step as ``torchrun --nproc-per-node W`` runs it on CPU (``--ddp W``, default
+  2): W gloo processes of one thread, each with ``16 / W`` of the batch, gradients all-reduced
+  by DDP as ``train.loop`` wraps the objective; the step time is from barrier to barrier, and
+  the ratio against the one-process row says whether processes beat threads on this CPU.
 - the student's temporal-conv shape alone (forward): (9, 1) kernel, 64 -> 64 channels, 32 frames
   x 20 joints, 64 images (batch 16 x 4 spike steps) as float32 NCHW, float32 channels_last,
   float32 as one matmul (unfold + mm, the conv's im2col) and bfloat16.
@@ -27,11 +31,13 @@ Times are the best of ``--repeats`` after one warm-up (the median is printed bes
 header names the thread count, the CPU capability torch uses and whether oneDNN has bfloat16
 kernels for it. On shared cores every figure moves with the other load: run it a few times.
 
-    python benchmarks/train_throughput.py [--repeats 3] [--threads N] [--no-bf16-step]
+    python benchmarks/train_throughput.py [--repeats 3] [--threads N] [--ddp W] [--no-bf16-step]
 """
 from __future__ import annotations
 
 import argparse
+import os
+import socket
 import statistics
 import time
 from contextlib import nullcontext
@@ -40,6 +46,8 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode, flop_registry
@@ -48,7 +56,7 @@ from mksgn.data.layouts import get_layout
 from mksgn.train.checkpoint import build_model
 from mksgn.train.config import KDConfig, RunConfig, load_config
 from mksgn.train.distill import Distiller, freeze
-from mksgn.train.loop import Objective, build_optimizer
+from mksgn.train.loop import DistInfo, Objective, build_optimizer, wrap_distributed
 
 CONFIGS = Path(__file__).resolve().parents[1] / "train" / "configs"
 BATCH = 16
@@ -144,24 +152,29 @@ def matmul_peak(dtype: torch.dtype, repeats: int, max_n: int = MAX_PEAK_N) -> Ra
 # ---------------------------------------------------------------------------------------------
 # training steps
 
-def _inputs(cfg: RunConfig, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def _inputs(cfg: RunConfig, seed: int = 0,
+            batch: int = BATCH) -> tuple[torch.Tensor, torch.Tensor]:
     """Random (N, K, 3, T, V, M) inputs in [-1, 1] and labels of the config's shapes."""
     g = torch.Generator().manual_seed(seed)
     m = cfg.model
     frames = getattr(m, "frames", cfg.data.window)
     joints = get_layout(LAYOUT).num_joints
-    x = torch.rand(BATCH, len(m.modalities), 3, frames, joints, m.persons, generator=g) * 2 - 1
-    return x, torch.randint(0, CLASSES, (BATCH,), generator=g)
+    x = torch.rand(batch, len(m.modalities), 3, frames, joints, m.persons, generator=g) * 2 - 1
+    return x, torch.randint(0, CLASSES, (batch,), generator=g)
 
 
 def train_step(cfg: RunConfig, teacher_cfg: RunConfig | None = None,
-               autocast: torch.dtype | None = None) -> Callable[[], float]:
+               autocast: torch.dtype | None = None,
+               dist_info: DistInfo | None = None) -> Callable[[], float]:
     """One training step of ``cfg``'s model on a fixed random batch, as a closure returning the
-    loss. Students without ``teacher_cfg`` train without distillation (CE + the MI term)."""
+    loss. Students without ``teacher_cfg`` train without distillation (CE + the MI term).
+    ``dist_info``: this process's share of the batch, its objective in DDP as ``train.loop``
+    wraps it (the process group joined already)."""
     torch.manual_seed(cfg.seed)
     layout = get_layout(LAYOUT)
     model = build_model(cfg.kind, cfg.model, CLASSES, layout)
-    x, y = _inputs(cfg)
+    info = dist_info or DistInfo(0, 1, 0)
+    x, y = _inputs(cfg, seed=info.rank, batch=BATCH // info.world)
     teacher = distiller = None
     if cfg.kind == "student":
         kd = cfg.kd if teacher_cfg is not None else KDConfig(soft_labels=False, ftm=False,
@@ -173,6 +186,7 @@ def train_step(cfg: RunConfig, teacher_cfg: RunConfig | None = None,
             distiller = Distiller(kd, [], [])
     objective = Objective(model, cfg.kind, distiller).train()
     opt = build_optimizer(cfg, [p for p in objective.parameters() if p.requires_grad])
+    objective = wrap_distributed(objective, info, torch.device("cpu"))
     cast = (lambda: torch.autocast("cpu", dtype=autocast)) if autocast else nullcontext
 
     def step() -> float:
@@ -200,6 +214,50 @@ def with_threads(n: int, fn: Callable[[], object]) -> Callable[[], object]:
         finally:
             torch.set_num_threads(old)
     return run
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, repeats: int, out) -> None:
+    """One of ``world`` gloo processes, 1 thread each, timing the student + KD step on its
+    ``BATCH / world`` samples; every step starts and ends at a barrier (the slowest process)."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        step = train_step(load_config(CONFIGS / "ucla_cpu_student.yaml"),
+                          load_config(CONFIGS / "ucla_cpu_teacher.yaml"),
+                          dist_info=DistInfo(rank, world, rank))
+
+        def synced() -> None:
+            dist.barrier()
+            step()
+            dist.barrier()
+        synced()                                                    # warm-up
+        times = time_calls(synced, repeats)
+        if rank == 0:
+            out.put(times)
+    finally:
+        dist.destroy_process_group()
+
+
+def ddp_rate(repeats: int, world: int, flops: int) -> Rate:
+    """The student + KD step of batch ``BATCH`` as ``torchrun --nproc-per-node world`` runs it
+    on CPU (``train.loop``: DDP over gloo, the batch split, 1 thread per process)."""
+    ctx = mp.get_context("spawn")
+    out, port = ctx.Queue(), _free_port()
+    procs = [ctx.Process(target=_ddp_worker, args=(r, world, port, repeats, out))
+             for r in range(world)]
+    for p in procs:
+        p.start()
+    times = out.get(timeout=3600)
+    for p in procs:
+        p.join()
+    return Rate(f"student + KD, {world} proc x 1", flops, times)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,7 +303,8 @@ def _header(first: str) -> str:
     return f"  {first:<26}{cols}{'f32pk':>7}{'bf16pk':>7}"
 
 
-def _step_rows(reps: int, peaks: tuple[Rate, Rate], threads: int, bf16_step: bool) -> None:
+def _step_rows(reps: int, peaks: tuple[Rate, Rate], threads: int, bf16_step: bool,
+               ddp: int) -> None:
     student = load_config(CONFIGS / "ucla_cpu_student.yaml")
     teacher = load_config(CONFIGS / "ucla_cpu_teacher.yaml")
     steps = [("student", lambda: train_step(student))]
@@ -259,8 +318,16 @@ def _step_rows(reps: int, peaks: tuple[Rate, Rate], threads: int, bf16_step: boo
     if threads > 1:
         steps.append(("teacher, 1 thread", lambda: with_threads(1, train_step(teacher))))
     print(_header(f"train step, batch {BATCH}"))
+    rates = {}
     for name, make in steps:
-        print(_row(measure(name, make(), reps), peaks), flush=True)
+        rates[name] = measure(name, make(), reps)
+        print(_row(rates[name], peaks), flush=True)
+    if ddp > 1:         # the same step as torchrun runs it: processes instead of threads
+        kd = rates["student + KD"]
+        par = ddp_rate(reps, ddp, kd.flops)
+        print(_row(par, peaks), flush=True)
+        print(f"  {ddp} processes x 1 thread against {threads} thread(s) in one: "
+              f"{kd.best_s / par.best_s:.2f}x the steps per second (best of each)")
     step = train_step(student)
     step()                                           # warm-up
     share = counted_share(step)
@@ -273,6 +340,9 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3, help="timed calls per row (after warm-up)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--ddp", type=int, default=2, metavar="W",
+                    help="also time the student + KD step in W gloo processes of 1 thread "
+                         "(torchrun's CPU path; 0 or 1: skip)")
     ap.add_argument("--no-bf16-step", action="store_true",
                     help="skip the bfloat16-autocast student step (slow without bf16 units)")
     args = ap.parse_args(argv)
@@ -293,7 +363,7 @@ def main(argv: list[str] | None = None) -> None:
         print(_row(one, peaks))
         peaks = (max(peaks[0], one, key=lambda r: r.flop_s), peaks[1])
         print(f"  (fractions below: of {peaks[0].name})")
-    _step_rows(reps, peaks, threads, not args.no_bf16_step)
+    _step_rows(reps, peaks, threads, not args.no_bf16_step, args.ddp)
     print(_header("temporal conv (9,1) 64ch"))
     for name, fn in temporal_conv_calls().items():
         print(_row(measure(name, fn, reps), peaks), flush=True)

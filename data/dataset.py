@@ -33,7 +33,7 @@ from .modalities import MODALITIES, compute
 from .preprocess import (align_to_body, minmax_normalise, random_frame_indices, random_rotate,
                          uniform_frame_indices, valid_crop_resize, view_transform)
 
-__all__ = ["SkeletonDataset", "Pipeline", "PIPELINES", "TRAIN_P_INTERVAL", "TEST_P_INTERVAL",
+__all__ = ["SkeletonDataset", "test_input", "Pipeline", "PIPELINES", "TRAIN_P_INTERVAL", "TEST_P_INTERVAL",
            "VIEW_ANGLE_DEG"]
 
 TRAIN_P_INTERVAL = (0.5, 1.0)
@@ -83,6 +83,14 @@ PIPELINES: dict[str, Pipeline] = {p.name: p for p in (
     Pipeline("body_view_norm", partial(_view_norm_train, angle=BODY_VIEW_ANGLE_DEG, align=True),
              partial(_view_norm_test, align=True)),
 )}
+
+
+def test_input(x: np.ndarray, num_valid: int, window: int, modalities: Sequence[str],
+               layout: Layout, pipeline: str = "crop_resize") -> np.ndarray:
+    """What a network sees at test time of one (C, T, V, M) sequence with ``num_valid`` valid
+    frames: float32 (K, C, window, V, M), modality k in ``modalities`` order (deterministic)."""
+    x = PIPELINES[pipeline].test(np.asarray(x, np.float32), num_valid, window, layout)
+    return compute(x, modalities, layout).astype(np.float32, copy=False)
 
 
 class SkeletonDataset(Dataset):
@@ -164,11 +172,10 @@ class SkeletonDataset(Dataset):
         """The numpy array x (K, C, window, V, M) of one sample (deterministic if not training)."""
         x = np.asarray(self.data[index], dtype=np.float32)
         n = int(self.num_frames[index])
-        if self.train:
-            rng = rng if rng is not None else np.random.default_rng([self.seed, self.epoch, index])
-            x = self.pipeline.train(x, n, self.window, rng, self.rotate, self._layout)
-        else:
-            x = self.pipeline.test(x, n, self.window, self._layout)
+        if not self.train:
+            return test_input(x, n, self.window, self.modalities, self._layout, self.pipeline.name)
+        rng = rng if rng is not None else np.random.default_rng([self.seed, self.epoch, index])
+        x = self.pipeline.train(x, n, self.window, rng, self.rotate, self._layout)
         return compute(x, self.modalities, self._layout).astype(np.float32, copy=False)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:

@@ -34,7 +34,7 @@ from .layouts import get_layout
 from .preprocess import DenoiseConfig, prepare_ntu_sequence, prepare_ucla_sequence
 
 __all__ = ["DatasetSpec", "DATASET_SPECS", "DATASETS", "DEFAULT_MAX_FRAMES", "PrepareConfig", "PrepareReport", "prepare",
-           "prepared_dataset", "atomic_write_text", "load_skip_list"]
+           "prepared_dataset", "atomic_write_text", "load_skip_list", "read_sequence"]
 
 
 
@@ -130,15 +130,24 @@ def load_skip_list(path: Path) -> set[str]:
 
 
 # ----------------------------------------------------------------------------- workers
+def read_sequence(dataset: str, path: str | Path, max_frames: int | None = None,
+                  denoise: DenoiseConfig = DenoiseConfig()) -> tuple[np.ndarray, list[str]]:
+    """One raw file of ``dataset`` (NW-UCLA json, NTU .skeleton) -> (C, T, V, M) float32 as
+    ``prepare`` stores its rows (M = the dataset's body slots), plus notes. Raises
+    :class:`SkeletonFileError` for a file that cannot be read."""
+    max_frames = max_frames or DEFAULT_MAX_FRAMES[dataset]
+    if dataset == "ucla":
+        joints = ucla.read_ucla_file(path)
+        return prepare_ucla_sequence(joints, max_frames, get_layout("ucla").center_joint,
+                                     persons=DATASET_SPECS["ucla"].persons)
+    seq = ntu.read_skeleton_file(path)
+    return prepare_ntu_sequence(seq, max_frames, get_layout("ntu").center_joint, denoise)
+
+
 def _process(dataset: str, path: str, max_frames: int, denoise: DenoiseConfig):
     """Parse + preprocess one file -> (array (C, T, V, 2) float32, notes) or SkippedFile."""
     try:
-        if dataset == "ucla":
-            joints = ucla.read_ucla_file(path)
-            return prepare_ucla_sequence(joints, max_frames, get_layout("ucla").center_joint,
-                                         persons=DATASET_SPECS["ucla"].persons)
-        seq = ntu.read_skeleton_file(path)
-        return prepare_ntu_sequence(seq, max_frames, get_layout("ntu").center_joint, denoise)
+        return read_sequence(dataset, path, max_frames, denoise)
     except SkeletonFileError as e:
         return e.skipped()
     except Exception as e:  # noqa: BLE001 - one bad file must never stop a run

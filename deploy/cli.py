@@ -5,7 +5,9 @@ the default) or Lava's bit-accurate simulator (``--engine lava``), and writes th
 (``OUT/activity.json`` and ``OUT/activity.npz``, format ``mksgn.activity``) that the energy stage
 reads; with ``--spike-trains N`` also the first N samples' per-step spikes
 (``OUT/spike_trains.npz``, format ``mksgn.spike_trains``). ``run`` runs one input through a netx file, fed and recorded as lava-dl's
-``io.source.RingBuffer`` and ``io.sink.RingBuffer`` would, and saves spikes (and u, v).
+``io.source.RingBuffer`` and ``io.sink.RingBuffer`` would, and saves spikes (and u, v); on a
+converted student's model.net the input is one skeleton (``deploy.skeleton_input``), and the
+class scores are saved too.
 """
 from __future__ import annotations
 
@@ -19,7 +21,9 @@ import numpy as np
 
 from mksgn import activity, netx_io
 from mksgn.files import atomic_write, sha256
-from mksgn.netgraph import Network, fold_persons
+from mksgn.netgraph import Network
+
+from .skeleton_input import InputError, class_name, encoder_feeds, network_input
 
 
 def _fail(msg: str):
@@ -73,16 +77,7 @@ class _Evaluation:
     def feeds(self, lo: int, hi: int) -> tuple[np.ndarray, dict[str, np.ndarray], int]:
         """Samples lo..hi: (xs (B, K, 3, T, V, M), {modality: (B*m, C, T, V)}, m runs each)."""
         xs = np.stack([self.ds.sample(i) for i in range(lo, hi)])
-        if self.persons == "fold":
-            # bodies into channels, channel c * M + m (the student's input layout, net.meta)
-            xf = fold_persons(xs)
-            return xs, {mod: xf[:, i] for i, mod in enumerate(self.modalities)}, 1
-        if self.persons == "first":
-            xs = xs[..., :1]
-        m = xs.shape[-1]
-        # persons become extra samples: (B*M, K, 3, T, V), person fastest
-        xm = np.moveaxis(xs, -1, 1).reshape(-1, *xs.shape[1:-1])
-        return xs, {mod: xm[:, k] for k, mod in enumerate(self.modalities)}, m
+        return xs, *encoder_feeds(xs, self.modalities, self.persons)
 
 
 @dataclass
@@ -554,14 +549,103 @@ def _save_npz(out: Path, arrays: dict[str, np.ndarray]) -> None:
     atomic_write(out, write)
 
 
+def _is_graph_network(path: Path) -> bool:
+    """A converted student's model.net: an /mksgn graph without a stock-netx /layer section."""
+    import h5py
+    try:
+        with h5py.File(path, "r") as f:
+            return "mksgn" in f and "layer" not in f
+    except OSError:
+        return False
+
+
+def _recorded(res, name: str) -> dict:
+    """group -> array of one recorded name of an engine or Lava result ("s": spikes)."""
+    if name == "s":
+        return res.spikes
+    return res.states.get(name) or getattr(res, name, None) or {}
+
+
+def _graph_fast(net: Network, net_file: Path, feeds: dict[str, np.ndarray],
+                want: tuple[str, ...]) -> tuple[np.ndarray, dict]:
+    """(scores (runs, classes) int64, {name: {group: (runs, steps, *shape)}}) from the engine."""
+    import torch
+
+    from mksgn.deploy.engine import Engine
+    try:
+        res = Engine(net, "cpu").run({k: torch.from_numpy(v) for k, v in feeds.items()},
+                                     record=want)
+    except ValueError as e:
+        _fail(f"{net_file}: {e}")
+    per = {k: {g: x.cpu().numpy() for g, x in _recorded(res, k).items()} for k in want}
+    return res.scores.cpu().numpy(), per
+
+
+def _graph_lava(net: Network, net_file: Path, feeds: dict[str, np.ndarray], runs: int,
+                want: tuple[str, ...], timeout: float | None) -> tuple[np.ndarray, dict]:
+    """The same from Lava's fixed_pt simulator, one run at a time."""
+    from mksgn.deploy.lava_graph import LavaError, LavaNetwork
+    try:
+        with LavaNetwork(net, timeout=timeout) as ln:
+            rs = [ln.run(inputs={k: v[p] for k, v in feeds.items()}, record=want)
+                  for p in range(runs)]
+    except LavaError as e:
+        _fail(f"{net_file}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+    except KeyboardInterrupt:
+        raise click.Abort() from None
+    per = {k: {g: np.stack([_recorded(r, k)[g] for r in rs]) for g in _recorded(rs[0], k)}
+           for k in want}
+    return np.stack([r.scores.reshape(-1) for r in rs]), per
+
+
+def _run_graph(net_file: Path, input_path: Path | None, steps: int | None, engine: str,
+               record: str, out: Path, timeout: float | None) -> None:
+    """``run`` on a converted student: one skeleton file through its encoders to class scores."""
+    if input_path is None:
+        _fail(f"{net_file}: a student network takes --input SKELETON (a dataset file or a "
+              f"prepared .npy row)")
+    net = _load_network(net_file)
+    if steps is not None and steps != net.num_steps:
+        _fail(f"--steps {steps}: {net_file} runs {net.num_steps} steps per sample (its frames "
+              f"times spike steps plus latency); leave --steps out")
+    manifest = net_file.parent / "manifest.json"
+    inp = _read_manifest(net_file.parent).get("input")
+    if not inp:
+        _fail(f"{manifest}: missing or without an input section; `mksgn convert` writes it "
+              f"beside model.net")
+    try:
+        xs = network_input(input_path, inp, manifest)
+    except InputError as e:
+        _fail(str(e))
+    persons = inp.get("persons") or _default_persons(net)
+    feeds, runs = encoder_feeds(xs, list(inp["modalities"]), persons)
+    want = tuple(dict.fromkeys(("s",) + _record_names(net, record)))
+    scores, per = (_graph_fast(net, net_file, feeds, want) if engine == "fast"
+                   else _graph_lava(net, net_file, feeds, runs, want, timeout))
+    total = scores.astype(np.int64).sum(0)
+    pred = int(np.argmax(total))
+    arrays = {"scores": total, "prediction": np.int64(pred)}
+    for k in want:                           # (runs, steps, *shape) -> (runs, *shape, steps)
+        for g, a in per[k].items():
+            a = np.moveaxis(a, 1, -1)
+            arrays[f"{g}/{k}"] = a.astype(np.uint8) if a.dtype == bool else a.astype(np.int64)
+    _save_npz(out, arrays)
+    click.echo(f"{input_path.name}: class {pred} ({class_name(inp['dataset'], pred)}), score "
+               f"{int(total[pred])}; {net.num_steps} steps on {engine}, {runs} run(s); "
+               f"wrote {out}")
+
+
 @click.command("run")
 @click.argument("net_file", metavar="NET.net", type=click.Path(path_type=Path, dir_okay=False))
-@click.option("--steps", required=True, type=click.IntRange(min=1), help="Time steps to run.")
+@click.option("--steps", type=click.IntRange(min=1),
+              help="Time steps to run (netx files; a student's model.net runs its own).")
 @click.option("--input", "input_path", type=click.Path(path_type=Path, dir_okay=False),
-              help="Input .npy, time last, as lava-dl's RingBuffer takes it: the input "
-                   "layer's (x, y, z, T) or (n, T), or the (n, T) of a dense first block; "
-                   "step t reads frame t mod T. Spikes into the first layer's synapses, or "
-                   "currents into an input layer's neurons.")
+              help="netx file: input .npy, time last, as lava-dl's RingBuffer takes it: the "
+                   "input layer's (x, y, z, T) or (n, T), or the (n, T) of a dense first "
+                   "block; step t reads frame t mod T. Spikes into the first layer's "
+                   "synapses, or currents into an input layer's neurons. A student's "
+                   "model.net: one skeleton, a raw dataset file (NW-UCLA .json, NTU "
+                   ".skeleton) or a prepared (3, T, V, M) .npy row.")
 @click.option("--input-bias", "bias_path", type=click.Path(path_type=Path, dir_okay=False),
               help="Bias mantissa .npy of the input layer, netx order (x, y, z) or (n,).")
 @click.option("--input-shape", default=None, metavar="C,H,W",
@@ -584,7 +668,8 @@ def _save_npz(out: Path, arrays: dict[str, np.ndarray]) -> None:
 def run(net_file: Path, steps: int, input_path: Path | None, bias_path: Path | None,
         input_shape: str | None, num_layers: int | None, reset_interval: int | None,
         engine: str, record: str, out: Path, timeout: float | None, compile_: bool) -> None:
-    """Run a lava-dl netx file on one input, bit-exactly (fast engine or Lava).
+    """Run a lava-dl netx file, or a converted student, on one input,
+    bit-exactly (fast engine or Lava).
 
     \b
     Runs everything netx builds: input, flatten, dense (with delays),
@@ -598,7 +683,26 @@ def run(net_file: Path, steps: int, input_path: Path | None, bias_path: Path | N
     lava-dl's io.source.RingBuffer takes, a shorter time axis cycling;
     the outputs are what io.sink.RingBuffer gives. Graded outputs are
     saved as integers.
+
+    \b
+    A converted student's model.net (mksgn convert) takes one skeleton:
+      mksgn run runs/shipped/model.net --input a01_s01_e00_v03.json \\
+          --out one.npz
+    prepared by the manifest beside it as simulate prepares a test
+    sample; it saves `scores`, `prediction` and every group's recorded
+    arrays, one row per run, time last.
     """
+    if _is_graph_network(net_file):
+        netx_only = [o for o, v in (("--input-bias", bias_path), ("--input-shape", input_shape),
+                                    ("--layers", num_layers), ("--reset-interval", reset_interval),
+                                    ("--compile", compile_ or None)) if v is not None]
+        if netx_only:
+            _fail(f"{net_file}: a student network (give --input SKELETON); "
+                  f"{', '.join(netx_only)}: netx files only")
+        _run_graph(net_file, input_path, steps, engine, record, out, timeout)
+        return
+    if steps is None:
+        _fail("--steps: required for a netx file")
     if (input_path is None) == (bias_path is None):
         _fail("give exactly one of --input X.npy or --input-bias B.npy")
     net, shape_in = _read_netx(net_file, input_shape, num_layers)

@@ -165,3 +165,76 @@ def test_run_spike_input_and_shape_errors(tmp_path):
     r = CliRunner().invoke(main, ["run", str(tmp_path / "missing.net"), "--steps", "3",
                                   "--input", str(tmp_path / "x.npy"), "--out", "o.npz"])
     assert r.exit_code == 1 and "no such file" in r.output
+
+
+# ---------------------------------------------------------------------------------------------
+# run on a converted student: one skeleton through the manifest's pipeline
+
+def _row(prep, i):
+    """Sample i of the prepared test split as a user's .npy: its valid frames, (3, T, V, M)."""
+    n = json.loads((prep / "test_meta.json").read_text())["num_frames"][i]
+    return np.load(prep / "test_data.npy")[i][:, :n]
+
+
+@pytest.mark.parametrize("engines", [("fast",), pytest.param(("fast", "lava"),
+                                                               marks=[pytest.mark.lava,
+                                                                      pytest.mark.slow])])
+def test_run_student_on_one_skeleton_equals_simulate(model_dir, tmp_path, engines):
+    d, net, prep = model_dir
+    from mksgn.data.dataset import SkeletonDataset
+    ds = SkeletonDataset(prep, "test", window=T, modalities=["joint"], train=False)
+    for i in (0, 1, 3):                      # 1 has one body: its second run sees zeros
+        np.save(tmp_path / f"x{i}.npy", _row(prep, i))
+        x = np.moveaxis(ds.sample(i)[0], -1, 0)                      # (M, 3, T, V)
+        want = engine.run(net, {"joint": torch.from_numpy(x)}, record=("s", "v"))
+        outs = []
+        for eng in engines:
+            out = tmp_path / f"{eng}{i}.npz"
+            r = CliRunner().invoke(main, ["run", str(d / "model.net"), "--input",
+                                          str(tmp_path / f"x{i}.npy"), "--engine", eng,
+                                          "--record", "s,v", "--out", str(out)])
+            assert r.exit_code == 0, r.output
+            outs.append(np.load(out))
+        z = outs[0]
+        scores = want.scores.sum(0).numpy()            # the two bodies run apart, scores summed
+        assert np.array_equal(z["scores"], scores) and int(z["prediction"]) == scores.argmax()
+        assert f"class {scores.argmax()} (A{scores.argmax() + 1:03d})" in r.output
+        for g in net.groups:
+            assert np.array_equal(z[f"{g.name}/s"], np.moveaxis(want.spikes[g.name].numpy(), 1, -1))
+            assert np.array_equal(z[f"{g.name}/v"], np.moveaxis(want.v[g.name].numpy(), 1, -1))
+        for other in outs[1:]:
+            assert set(other.files) == set(z.files)
+            for k in z.files:
+                assert np.array_equal(z[k], other[k]), k
+
+
+def test_run_student_refuses_what_does_not_fit(model_dir, tmp_path):
+    d, net, prep = model_dir
+    x = _row(prep, 0)
+    run = lambda *a: CliRunner().invoke(main, ["run", str(d / "model.net"), *a,  # noqa: E731
+                                               "--out", str(tmp_path / "o.npz")])
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "joints.npy", x[:, :, :20])
+    np.save(tmp_path / "nan.npy", np.where(x == x.max(), np.nan, x))
+    (tmp_path / "a.json").write_text("{}")
+    cases = [
+        (["--input", str(tmp_path / "joints.npy")],
+         "joints.npy: shape (3, 20, 20, 2); expected (3, T, 25[, M <= 2])"),
+        (["--input", str(tmp_path / "nan.npy")], "nan.npy: NaN or infinite coordinates"),
+        (["--input", str(tmp_path / "a.json")],
+         "a.json: the network was trained on ntu60; give one of its .skeleton files"),
+        (["--input", str(tmp_path / "x.npy"), "--steps", "7"],
+         "--steps 7: " + str(d / "model.net") + " runs 6 steps per sample"),
+        (["--input", str(tmp_path / "x.npy"), "--layers", "1"], "--layers: netx files only"),
+        (["--input-bias", str(tmp_path / "x.npy")], "(give --input SKELETON); --input-bias:"),
+        ([], "takes --input SKELETON (a dataset file or a prepared .npy row)"),
+        (["--input", str(tmp_path / "x.npy"), "--record", "w"], "--record: w is no state"),
+    ]
+    for args, msg in cases:
+        r = run(*args)
+        assert r.exit_code == 1 and msg in r.output and "Traceback" not in r.output, (args, r.output)
+        assert len(r.output.strip().splitlines()) == 1, r.output
+    (d / "manifest.json").unlink()
+    r = run("--input", str(tmp_path / "x.npy"))
+    assert r.exit_code == 1 and "manifest.json: missing or without an input section" in r.output
+    assert not (tmp_path / "o.npz").exists()                   # nothing written on failure

@@ -92,3 +92,35 @@ def test_shipped_student_reproduces_the_readme_accuracy(d, converted, ucla_prepa
     assert got == (man["correct"], man["samples"])
     figures = readme_figures(d)
     assert figures and all(f == got for f in figures), (figures, got)
+
+
+@pytest.mark.slow
+@needs_archive
+@pytest.mark.parametrize("d", SHIPPED, ids=lambda d: d.name)
+def test_run_takes_the_shipped_student_on_raw_json(d, converted, ucla_prepared, tmp_path):
+    """`mksgn run` on NW-UCLA json files gives the class scores the engine gives the same
+    sequences through the prepared test split (what `simulate` counts), to the integer."""
+    import numpy as np
+    import torch
+
+    from mksgn import netgraph
+    from mksgn.data.dataset import SkeletonDataset
+    from mksgn.deploy import engine
+    from mksgn.netgraph import fold_persons
+    raw, prepared, _ = ucla_prepared
+    inp = json.loads((converted[d] / "manifest.json").read_text())["input"]
+    ds = SkeletonDataset(prepared, "test", window=inp["window"], modalities=inp["modalities"],
+                         train=False, pipeline=inp["pipeline"])
+    net = netgraph.load(converted[d] / "model.net")
+    for i in (0, 200, 463):
+        path = next(raw.rglob(f"{ds.names[i]}.json"))
+        out = tmp_path / f"{i}.npz"
+        r = subprocess.run([*MKSGN, "run", str(converted[d] / "model.net"), "--input", str(path),
+                            "--out", str(out)], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        xf = fold_persons(ds.sample(i)[None])
+        want = engine.run(net, {m: torch.from_numpy(xf[:, k])
+                                for k, m in enumerate(inp["modalities"])}, record=())
+        z = np.load(out)
+        assert np.array_equal(z["scores"], want.scores[0].numpy())
+        assert f"class {int(want.scores[0].argmax())} " in r.stdout
