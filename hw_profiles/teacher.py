@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import click
 import numpy as np
@@ -108,80 +109,119 @@ def _layer_names(nodes: list[tuple[str, str]], depth: int) -> list[str]:
             for s, (name, op) in zip(scopes, nodes)]
 
 
-def onnx_layers(path: str | Path, depth: int = 2) -> list[TeacherLayer]:
-    """Per-layer MACs and adds of an ONNX model (batch 1), in graph order."""
+@dataclass
+class _OnnxShapes:
+    """An ONNX graph's tensor shapes after shape inference at batch 1, and which tensors hold
+    integers (shape arithmetic, not model work)."""
+    path: Path
+    shapes: dict[str, tuple[int, ...]]
+    integer: set[str]
+
+    def of(self, name: str, node) -> tuple[int, ...]:
+        if name not in self.shapes:
+            raise click.ClickException(f"{self.path}: node {node.name or node.op_type}: shape of "
+                                       f"{name!r} unknown after ONNX shape inference")
+        return self.shapes[name]
+
+    def size(self, name: str, node) -> int:
+        return int(np.prod(self.of(name, node)))
+
+
+def _infer_shapes(path: Path):
+    """(model, _OnnxShapes): every free input dimension (the batch) fixed to 1, one sample."""
     import onnx
     from onnx import shape_inference
 
     model = _load_onnx(path)
-    # fix symbolic batch (and any other free) dimensions of the inputs to 1: one sample
     for inp in model.graph.input:
         for dim in inp.type.tensor_type.shape.dim:
             if not dim.HasField("dim_value") or dim.dim_value <= 0:
                 dim.Clear()
                 dim.dim_value = 1
     model = shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
-    shapes: dict[str, tuple[int, ...]] = {}
-    integer: set[str] = set()                     # tensors of integer type (shape arithmetic)
     int_types = {onnx.TensorProto.INT64, onnx.TensorProto.INT32, onnx.TensorProto.INT16,
                  onnx.TensorProto.INT8, onnx.TensorProto.UINT8, onnx.TensorProto.BOOL}
+    g = _OnnxShapes(Path(path), {}, set())
     for vi in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output):
         if vi.type.tensor_type.elem_type in int_types:
-            integer.add(vi.name)
+            g.integer.add(vi.name)
         dims = vi.type.tensor_type.shape.dim
         if all(d.HasField("dim_value") for d in dims):
-            shapes[vi.name] = tuple(int(d.dim_value) for d in dims)
+            g.shapes[vi.name] = tuple(int(d.dim_value) for d in dims)
     for init in model.graph.initializer:
-        shapes[init.name] = tuple(int(d) for d in init.dims)
+        g.shapes[init.name] = tuple(int(d) for d in init.dims)
+    return model, g
 
-    def shape(name: str, node) -> tuple[int, ...]:
-        if name not in shapes:
-            raise click.ClickException(f"{path}: node {node.name or node.op_type}: shape of "
-                                       f"{name!r} unknown after ONNX shape inference")
-        return shapes[name]
 
+def _has_bias(node) -> bool:
+    return len(node.input) > 2 and bool(node.input[2])
+
+
+def _conv(g: _OnnxShapes, node, attrs) -> tuple[int, int]:
+    w, out = g.of(node.input[1], node), g.size(node.output[0], node)
+    return out * int(np.prod(w[1:])), out if _has_bias(node) else 0
+
+
+def _conv_transpose(g: _OnnxShapes, node, attrs) -> tuple[int, int]:
+    # each input element meets C_out/groups x kernel weights
+    w, out = g.of(node.input[1], node), g.size(node.output[0], node)
+    return g.size(node.input[0], node) * int(np.prod(w[1:])), out if _has_bias(node) else 0
+
+
+def _gemm(g: _OnnxShapes, node, attrs) -> tuple[int, int]:
+    a, out = g.of(node.input[0], node), g.size(node.output[0], node)
+    k = a[0] if attrs.get("transA", 0) else a[1]
+    return out * k, out if _has_bias(node) else 0
+
+
+def _matmul(g: _OnnxShapes, node, attrs) -> tuple[int, int]:
+    return g.size(node.output[0], node) * g.of(node.input[0], node)[-1], 0
+
+
+def _einsum(g: _OnnxShapes, node, attrs) -> tuple[int, int]:
+    eq = attrs["equation"]
+    eq = eq.decode() if isinstance(eq, bytes) else eq
+    sizes: dict[str, int] = {}
+    for term, name in zip(eq.split("->")[0].replace(" ", "").split(","), node.input):
+        if "." in term:
+            raise click.ClickException(f"{g.path}: Einsum {node.name}: ellipsis not supported")
+        for letter, n in zip(term, g.of(name, node)):
+            sizes[letter] = max(sizes.get(letter, 1), n)
+    return int(np.prod(list(sizes.values()))), 0
+
+
+def _scale(g: _OnnxShapes, node, attrs) -> tuple[int, int] | None:
+    if node.output[0] in g.integer and node.op_type != "BatchNormalization":
+        return None                                            # shape arithmetic
+    return g.size(node.output[0], node), 0
+
+
+def _add(g: _OnnxShapes, node, attrs) -> tuple[int, int] | None:
+    if node.output[0] in g.integer:
+        return None
+    return 0, g.size(node.output[0], node)
+
+
+# op type -> (MACs, adds) of one node at batch 1, or None: not model work
+_OP_COUNTS: dict[str, Callable] = {
+    "Conv": _conv, "ConvTranspose": _conv_transpose, "Gemm": _gemm, "MatMul": _matmul,
+    "Einsum": _einsum, "Mul": _scale, "Div": _scale, "BatchNormalization": _scale,
+    "Add": _add, "Sub": _add,
+}
+
+
+def onnx_layers(path: str | Path, depth: int = 2) -> list[TeacherLayer]:
+    """Per-layer MACs and adds of an ONNX model (batch 1), in graph order (``_OP_COUNTS``)."""
+    import onnx
+
+    model, g = _infer_shapes(path)
     counted: list[tuple[object, int, int]] = []
     for node in model.graph.node:
-        op = node.op_type
-        macs = adds = 0
+        count = _OP_COUNTS.get(node.op_type)
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        if op in ("Conv", "ConvTranspose"):
-            w = shape(node.input[1], node)
-            out = shape(node.output[0], node)
-            if op == "Conv":
-                macs = int(np.prod(out)) * int(np.prod(w[1:]))
-            else:   # each input element meets C_out/groups x kernel weights
-                macs = int(np.prod(shape(node.input[0], node))) * int(np.prod(w[1:]))
-            if len(node.input) > 2 and node.input[2]:      # bias: one add per output
-                adds = int(np.prod(out))
-        elif op == "Gemm":
-            a = shape(node.input[0], node)
-            k = a[0] if attrs.get("transA", 0) else a[1]
-            macs = int(np.prod(shape(node.output[0], node))) * k
-            if len(node.input) > 2 and node.input[2]:
-                adds = int(np.prod(shape(node.output[0], node)))
-        elif op == "MatMul":
-            a = shape(node.input[0], node)
-            macs = int(np.prod(shape(node.output[0], node))) * a[-1]
-        elif op == "Einsum":
-            eq = attrs["equation"].decode() if isinstance(attrs["equation"], bytes) else attrs["equation"]
-            lhs = eq.split("->")[0].replace(" ", "").split(",")
-            sizes: dict[str, int] = {}
-            for term, name in zip(lhs, node.input):
-                if "." in term:
-                    raise click.ClickException(f"{path}: Einsum {node.name}: ellipsis not supported")
-                for letter, n in zip(term, shape(name, node)):
-                    sizes[letter] = max(sizes.get(letter, 1), n)
-            macs = int(np.prod(list(sizes.values())))
-        elif op in ("Mul", "Div", "Add", "Sub") and node.output[0] in integer:
-            continue
-        elif op in ("Mul", "Div", "BatchNormalization"):
-            macs = int(np.prod(shape(node.output[0], node)))
-        elif op in ("Add", "Sub"):
-            adds = int(np.prod(shape(node.output[0], node)))
-        else:
-            continue
-        counted.append((node, macs, adds))
+        got = count(g, node, attrs) if count else None
+        if got is not None:
+            counted.append((node, *got))
     layers: dict[str, TeacherLayer] = {}
     names = _layer_names([(n.name, n.op_type) for n, _, _ in counted], depth)
     for key, (node, macs, adds) in zip(names, counted):

@@ -780,20 +780,9 @@ class _Pop:
     v_leak: float = 0.0
 
 
-def from_nir(graph, dt: float | None = None, steps: int | None = None,
-             scale: str | None = None) -> tuple[Network, ImportReport]:
-    """A NIR graph as a Loihi ``Network`` and what its quantisation cost.
-
-    dt: the step the graph's time constants are read with (default: the file's, for files
-    written here, else ``DEFAULT_DT``; the report says which). steps: the NIR run length the
-    network is for (``num_steps = steps + latency``; default the file's). scale: "keep" (the
-    graph's units are slayer's: 1.0 = 64 units of synaptic input; files written here), "auto"
-    (a power-of-two state scale per group, ``_auto_scale``; other files) or "netx" (the scale
-    that makes every weight exponent 0, what a stock netx ``/layer`` section can hold).
-    """
-    import nir
-
-    meta = _meta_of(graph)
+def _run_settings(meta: dict, dt: float | None, steps: int | None,
+                  scale: str | None) -> tuple[float, int, str, list[str]]:
+    """(dt, steps, scale, what was assumed) of ``from_nir``: the arguments, else the file's."""
     assumed: list[str] = []
     if dt is None:
         dt = float(meta.get("dt", DEFAULT_DT))
@@ -808,6 +797,24 @@ def from_nir(graph, dt: float | None = None, steps: int | None = None,
         assumed.append("units: a power-of-two state scale per group (" + (
             "weight exponent 0" if scale == "netx" else "thresholds near 4096 vThMant units")
             + "); spikes do not depend on it")
+    return dt, steps, scale, assumed
+
+
+def from_nir(graph, dt: float | None = None, steps: int | None = None,
+             scale: str | None = None) -> tuple[Network, ImportReport]:
+    """A NIR graph as a Loihi ``Network`` and what its quantisation cost.
+
+    dt: the step the graph's time constants are read with (default: the file's, for files
+    written here, else ``DEFAULT_DT``; the report says which). steps: the NIR run length the
+    network is for (``num_steps = steps + latency``; default the file's). scale: "keep" (the
+    graph's units are slayer's: 1.0 = 64 units of synaptic input; files written here), "auto"
+    (a power-of-two state scale per group, ``_auto_scale``; other files) or "netx" (the scale
+    that makes every weight exponent 0, what a stock netx ``/layer`` section can hold).
+    """
+    import nir
+
+    meta = _meta_of(graph)
+    dt, steps, scale, assumed = _run_settings(meta, dt, steps, scale)
     nodes, edges = _inline(graph)
     kinds = _kinds()
     paths = _paths(nodes, edges)
