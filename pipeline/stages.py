@@ -27,8 +27,12 @@ def invoke(args: list[str]) -> None:
             raise click.ClickException(f"`mksgn {' '.join(args)}` exited with {e.code}") from None
 
 
+UNFINISHED = "unfinished"       # stages.json: {stage: seconds} of resumable stages cut short
+
+
 class Stages:
-    """Runs named stages once; remembers finished ones in OUT/stages.json."""
+    """Runs named stages once; remembers finished ones in OUT/stages.json ({stage: seconds},
+    and under ``UNFINISHED`` the seconds spent so far in interrupted resumable stages)."""
 
     def __init__(self, out: Path, force: bool):
         self.out = out
@@ -52,8 +56,17 @@ class Stages:
             # a stage that did not finish leaves nothing to trust
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
         console.rule(f"[bold]{escape(name)}")
+        # a resumed stage's time is the sum of its sittings (the unfinished ones kept apart)
+        unfinished = self.done.setdefault(UNFINISHED, {})
+        earlier = unfinished.pop(name, 0.0) if resumable and not self.force else 0.0
         t0 = time.perf_counter()
-        fn()
-        self.seconds[name] = round(time.perf_counter() - t0, 1)
+        try:
+            fn()
+        except BaseException:
+            if resumable:
+                unfinished[name] = round(earlier + time.perf_counter() - t0, 1)
+                atomic_write_json(self.file, self.done)
+            raise
+        self.seconds[name] = round(earlier + time.perf_counter() - t0, 1)
         self.done[name] = self.seconds[name]
         atomic_write_json(self.file, self.done)

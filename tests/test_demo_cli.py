@@ -117,3 +117,36 @@ def test_a_seed_reaches_both_trainings():
     plan = DemoPlan.ucla_long().seeded(2)
     assert plan.teacher_set[-1] == plan.student_set[-1] == "seed=2"
     assert plan.teacher_set[:-1] == DemoPlan.ucla_long().teacher_set
+
+
+def test_a_resumed_stage_counts_every_sitting(tmp_path, monkeypatch):
+    """Seconds of a resumable stage add up over its interrupted sittings; a plain stage's and a
+    forced one's count only the sitting that finished."""
+    import json
+
+    from mksgn.pipeline import stages as stages_module
+    clock = iter(range(0, 10_000, 10))             # every call 10 s later than the last
+    monkeypatch.setattr(stages_module.time, "perf_counter", lambda: next(clock))
+
+    def stop():
+        raise KeyboardInterrupt
+    for _ in range(2):                             # two sittings cut short: 10 s each
+        with pytest.raises(KeyboardInterrupt):
+            Stages(tmp_path, False).run("train", [tmp_path / "t"], stop, resumable=True)
+    saved = json.loads((tmp_path / "stages.json").read_text())
+    assert saved == {"unfinished": {"train": 20.0}}
+    st = Stages(tmp_path, False)
+    st.run("train", [tmp_path / "t"], lambda: None, resumable=True)
+    assert st.seconds["train"] == 30.0
+    assert json.loads((tmp_path / "stages.json").read_text()) == {"unfinished": {},
+                                                                  "train": 30.0}
+    with pytest.raises(KeyboardInterrupt):
+        Stages(tmp_path, False).run("plain", [tmp_path / "p"], stop)
+    st = Stages(tmp_path, False)
+    st.run("plain", [tmp_path / "p"], lambda: None)
+    assert st.seconds["plain"] == 10.0
+    with pytest.raises(KeyboardInterrupt):
+        Stages(tmp_path, False).run("again", [tmp_path / "a"], stop, resumable=True)
+    st = Stages(tmp_path, True)                    # --force starts the clock afresh too
+    st.run("again", [tmp_path / "a"], lambda: None, resumable=True)
+    assert st.seconds["again"] == 10.0
