@@ -107,7 +107,8 @@ def test_the_long_recipe_is_the_cpu_configs_run_longer_within_150_minutes(tmp_pa
     long, short = DemoPlan.ucla_long(), DemoPlan.ucla()
     assert (long.teacher_config, long.student_config) == (short.teacher_config,
                                                           short.student_config)
-    assert long.teacher_set == ("optim.epochs=24",) and long.student_set == ("optim.epochs=72",)
+    assert long.teacher_set == ("optim.epochs=24",)
+    assert long.student_set == ("optim.epochs=72", "optim.weight_decay=0.05")
     assert sum(long.budget_s.values()) <= 150 * 60
     r = CliRunner().invoke(demo, ["--long", "--out", str(tmp_path / "o")])
     assert r.exit_code == 2 and "no long recipe for --dataset synthetic" in r.output
