@@ -23,10 +23,7 @@ from mksgn.data.prepare import DATASET_SPECS, read_sequence
 from mksgn.data.preprocess import valid_length
 from mksgn.netgraph import fold_persons
 
-__all__ = ["InputError", "encoder_feeds", "network_input", "class_name", "RAW_SUFFIXES"]
-
-# raw file suffix -> the datasets whose files look like that
-RAW_SUFFIXES = {".json": ("ucla",), ".skeleton": ("ntu60", "ntu120")}
+__all__ = ["InputError", "encoder_feeds", "network_input", "class_name"]
 
 
 class InputError(ValueError):
@@ -87,19 +84,19 @@ def network_input(path: Path, inp: dict, manifest: Path) -> np.ndarray:
     dataset, window, mods, pipeline = _spec(inp, manifest)
     layout = get_layout(dataset)
     suffix = path.suffix.lower()
+    raw = DATASET_SPECS[dataset].pattern.removeprefix("*")      # the files prepare reads
     if suffix == ".npy":
         x = _read_array(path, layout.num_joints, DATASET_SPECS[dataset].persons)
         n = valid_length(x)
         if n == 0:
             raise InputError(f"{path}: every frame is zero")
-    elif dataset in RAW_SUFFIXES.get(suffix, ()):
+    elif suffix == raw:
         try:
             x, _notes = read_sequence(dataset, path)
         except SkeletonFileError as e:
             raise InputError(str(e)) from None
         n = x.shape[1]
     else:
-        raw = ", ".join(s for s, ds in RAW_SUFFIXES.items() if dataset in ds)
         raise InputError(f"{path}: the network was trained on {dataset}; give one of its {raw} "
                          f"files or a prepared (3, T, V, M) .npy")
     return test_input(x, n, window, mods, layout, pipeline)[None]
