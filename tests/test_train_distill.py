@@ -96,3 +96,30 @@ def test_distiller_from_model_shapes_and_bad_stage():
     assert [tuple(p.shape[1:3]) for p in d.targets(t_out.features)] == [(4, 8), (8, 4), (16, 2)]
     with pytest.raises(ValueError, match="out of range"):
         Distiller.for_models(KDConfig(stages=((0, 7),)), student, teacher, x[:2])
+
+
+def test_a_teacher_of_fewer_modalities_sees_its_own_of_the_students_input():
+    from mksgn.data.layouts import get_layout
+    from mksgn.train.distill import ModalitySubset, teacher_view
+    from mksgn.train.teacher import TeacherConfig, build_teacher
+
+    def tiny(modalities):
+        torch.manual_seed(0)
+        return freeze(build_teacher(TeacherConfig(modalities=modalities, base_channels=4,
+                                                  widths=(1, 2), strides=(1, 2)),
+                                    4, get_layout("ucla20")))
+    both = tiny(("joint", "bone"))
+    assert teacher_view(both, ("joint", "bone")) is both
+    bone = tiny(("bone",))
+    x, _ = global_batch(n=3)                       # (3, 2, 3, 8, 20, 2): joint, bone
+    seen = teacher_view(bone, ("joint", "bone"))
+    assert isinstance(seen, ModalitySubset) and len(seen.streams) == 1
+    with torch.no_grad():
+        got, want = seen(x), bone(x[:, 1:2])
+    assert torch.equal(got.logits, want.logits)
+    assert all(torch.equal(a, b) for a, b in zip(got.features, want.features))
+    reordered = teacher_view(both, ("bone", "joint"))
+    with torch.no_grad():
+        assert torch.equal(reordered(x.flip(1)).logits, both(x).logits)
+    with pytest.raises(ValueError, match=r"need \['bone'\], which the student's \['joint'\] lack"):
+        teacher_view(bone, ("joint",))

@@ -105,6 +105,22 @@ def test_kd_switches_reach_the_loss(tmp_path, teacher_run, soft, ftm):
     assert ("train_soft" in row) == soft and ("train_ftm" in row) == ftm
 
 
+def test_a_teacher_of_fewer_modalities_distils_the_student(tmp_path):
+    torch.set_num_threads(1)
+    teacher = tiny_teacher_config(modalities=("bone",))
+    teacher.optim.epochs = 1
+    t_data = (FakeSkeletons(24, 4, 8, 1, train=True, seed=0),
+              FakeSkeletons(12, 4, 8, 1, train=False, data_seed=1))
+    train(teacher, tmp_path / "t", datasets=t_data, progress=False)
+    cfg = tiny_student_config(teacher=str(tmp_path / "t"))
+    cfg.optim.epochs = 1
+    row = train(cfg, None, datasets=_data(), progress=False).metrics[0]
+    assert row["train_soft"] > 0 and row["train_ftm"] > 0
+    cfg = tiny_student_config(modalities=("joint",), teacher=str(tmp_path / "t"))
+    with pytest.raises(ValueError, match=r"\.pt: teacher modalities \['bone'\] need"):
+        train(cfg, None, datasets=_data(1), progress=False)
+
+
 def test_close_distributed_leaves_the_group(tmp_path):
     """The CLI leaves its process group before exit (a gloo group left to the exit handlers once
     aborted a torchrun worker in CI); without a group it does nothing."""

@@ -19,7 +19,9 @@ MK-SGN (arXiv 2404.10210) distils inner-layer features through a Feature Transla
   than one network's scores: with the sum the soft term dwarfed the cross entropy, with the
   mean the two are of one order (README.md, "Measurements behind the student's choices").
 - The teacher is frozen: eval mode (BN running statistics), no gradients, its forward under
-  ``torch.no_grad``.
+  ``torch.no_grad``. It may have fewer streams than the student has modalities (e.g. joint and
+  bone for a student of four): ``teacher_view`` hands it its own modalities of the student's
+  input, picked by name.
 """
 from __future__ import annotations
 
@@ -30,7 +32,8 @@ from torch import nn
 from .common import ModelOutput
 from .config import KDConfig
 
-__all__ = ["FeatureTranslation", "Distiller", "soft_label_loss", "feature_loss", "freeze"]
+__all__ = ["FeatureTranslation", "Distiller", "soft_label_loss", "feature_loss", "freeze",
+           "ModalitySubset", "teacher_view"]
 
 
 def soft_label_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
@@ -79,6 +82,35 @@ def freeze(model: nn.Module) -> nn.Module:
     for p in model.parameters():
         p.requires_grad_(False)
     return model
+
+
+class ModalitySubset(nn.Module):
+    """A teacher fed the student's input (N, K, 3, T, V, M) when it was trained on some of
+    the student's K modalities: it sees x[:, index], its own modalities in its own order."""
+
+    def __init__(self, teacher: nn.Module, index: tuple[int, ...]):
+        super().__init__()
+        self.teacher, self.index = teacher, tuple(index)
+
+    @property
+    def streams(self) -> nn.ModuleList:
+        return self.teacher.streams
+
+    def forward(self, x: torch.Tensor) -> ModelOutput:
+        return self.teacher(x[:, list(self.index)])
+
+
+def teacher_view(teacher: nn.Module, student_modalities) -> nn.Module:
+    """``teacher`` as it takes the student's input: itself when their modalities agree, else a
+    ModalitySubset. ValueError when the teacher needs a modality the student's data lacks."""
+    own, given = tuple(teacher.cfg.modalities), tuple(student_modalities)
+    if own == given:
+        return teacher
+    missing = [m for m in own if m not in given]
+    if missing:
+        raise ValueError(f"teacher modalities {list(own)} need {missing}, which the student's "
+                         f"{list(given)} lack")
+    return ModalitySubset(teacher, tuple(given.index(m) for m in own))
 
 
 class Distiller(nn.Module):

@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from .checkpoint import (build_model, load_checkpoint, load_model, rng_state, save_atomic,
                          set_rng_state, write_text_atomic)
 from .config import RunConfig, from_dict, save_config, to_dict
-from .distill import Distiller, freeze
+from .distill import Distiller, freeze, teacher_view
 from .energy_loss import EnergyLoss, probe_batch, synapse_loads
 
 __all__ = ["DistInfo", "init_distributed", "close_distributed", "resolve_device", "make_datasets",
@@ -318,10 +318,10 @@ def _load_teacher(path: str, device: torch.device, num_classes: int, layout, mod
     if info["num_classes"] != num_classes or info["layout"].name != layout.name:
         raise ValueError(f"{info['path']}: teacher has {info['num_classes']} classes on "
                          f"{info['layout'].name}, the data {num_classes} on {layout.name}")
-    if tuple(teacher.cfg.modalities) != tuple(modalities):
-        raise ValueError(f"{info['path']}: teacher modalities {list(teacher.cfg.modalities)} "
-                         f"differ from the student's {list(modalities)}")
-    return freeze(teacher)
+    try:
+        return freeze(teacher_view(teacher, modalities))
+    except ValueError as e:
+        raise ValueError(f"{info['path']}: {e}") from None
 
 
 def _resume_checkpoint(cfg: RunConfig, out: Path | None) -> dict:
