@@ -407,7 +407,7 @@ def _default_out(dataset: str, long: bool) -> Path:
                    "on 2 cores). Interrupted, it goes on from the last epoch when re-run.")
 @click.option("--seed", type=int, default=None,
               help="Seed of both trainings (default: the configs', 1); give each seed its own "
-                   "--out.")
+                   "--out (an OUT trained with another recipe is refused).")
 @click.option("--quick", is_flag=True, help="Tiny sizes and one epoch: a smoke run in about a minute.")
 @click.option("--force", is_flag=True, help="Redo every stage, even those finished earlier.")
 @click.option("--lava-samples", type=click.IntRange(min=1), default=None,
@@ -443,7 +443,7 @@ def demo(dataset: str, root: Path | None, out: Path | None, long_: bool, seed: i
     if lava_samples:
         plan.lava_samples = lava_samples
     dirs = _DemoDirs.under(out or _default_out(dataset, long_))
-    dirs.out.mkdir(parents=True, exist_ok=True)
+    _claim_out(dirs.out, plan, root, force)
     stages = Stages(dirs.out, force)
     _run_data_stages(stages, plan, dataset, root, dirs)
     _run_model_stages(stages, plan, dirs)
@@ -453,6 +453,38 @@ def demo(dataset: str, root: Path | None, out: Path | None, long_: bool, seed: i
     report = write_report(dirs.out, summary, plan)
     _print_summary(console, summary, agree, plan, stages, quick)
     console.print(f"report: {report}")
+
+
+PLAN_FILE = "plan.json"      # OUT/plan.json: what the trainings in OUT were made from
+
+
+def _recipe(plan: DemoPlan, root: Path | None) -> dict:
+    """What decides the data and the trained networks of a demo (not its budgets, Lava samples
+    or energy profiles, which a re-run may change)."""
+    return {"dataset": plan.dataset, "benchmark": plan.benchmark, "synth": plan.synth,
+            "root": str(root.resolve()) if root else None,
+            "teacher": [plan.teacher_config, *plan.teacher_set],
+            "student": [plan.student_config, *plan.student_set]}
+
+
+def _claim_out(out: Path, plan: DemoPlan, root: Path | None, force: bool) -> None:
+    """Make ``out`` this plan's: a re-run reuses finished stages, so one made by another recipe
+    (another --seed, --long, --root or --quick) is refused in one line unless --force."""
+    mine, file = _recipe(plan, root), out / PLAN_FILE
+    if file.is_file() and not force:
+        theirs = json.loads(file.read_text())
+        differ = [k for k in mine if theirs.get(k) != mine[k]]
+        if differ:
+            k = differ[0]
+            raise click.UsageError(
+                f"{out} holds a demo of another recipe ({k}: {_brief(theirs.get(k))}, now "
+                f"{_brief(mine[k])}); give another --out, or --force to redo it")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(file, mine)
+
+
+def _brief(value) -> str:
+    return " ".join(value) if isinstance(value, list) else str(value)
 
 
 def _check_root(dataset: str, root: Path | None) -> None:

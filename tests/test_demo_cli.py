@@ -151,3 +151,39 @@ def test_a_resumed_stage_counts_every_sitting(tmp_path, monkeypatch):
     st = Stages(tmp_path, True)                    # --force starts the clock afresh too
     st.run("again", [tmp_path / "a"], lambda: None, resumable=True)
     assert st.seconds["again"] == 10.0
+
+
+def test_a_re_run_into_another_recipes_out_is_refused(tmp_path, monkeypatch):
+    """A demo's OUT remembers the recipe that trained in it: a re-run with another seed (whose
+    finished stages it would otherwise reuse) is refused in one line before any stage runs;
+    the same recipe with other Lava samples goes on, and --force redoes it."""
+    import json
+    started = []
+
+    class Started(Exception):
+        pass
+
+    def first_stage(*args):
+        started.append(args)
+        raise Started
+    monkeypatch.setattr(demo_module, "_run_data_stages", first_stage)
+    root, out = tmp_path / "all_sqe", tmp_path / "o"
+    root.mkdir()
+
+    def run(*extra):
+        return CliRunner().invoke(demo, ["--dataset", "ucla", "--root", str(root),
+                                         "--out", str(out), *extra])
+    r = run("--seed", "1")
+    assert isinstance(r.exception, Started) and len(started) == 1
+    assert json.loads((out / "plan.json").read_text())["student"] == [
+        "ucla_cpu_student.yaml", "seed=1"]
+    r = run("--seed", "2")
+    assert r.exit_code == 2 and len(started) == 1
+    assert (f"{out} holds a demo of another recipe (teacher: ucla_cpu_teacher.yaml seed=1, now "
+            f"ucla_cpu_teacher.yaml seed=2); give another --out, or --force to redo it"
+            ) in " ".join(r.output.split())
+    r = run("--long", "--seed", "1")
+    assert r.exit_code == 2 and "optim.epochs=24" in r.output and len(started) == 1
+    assert isinstance(run("--seed", "1", "--lava-samples", "4").exception, Started)
+    assert isinstance(run("--seed", "2", "--force").exception, Started) and len(started) == 3
+    assert json.loads((out / "plan.json").read_text())["teacher"][-1] == "seed=2"
