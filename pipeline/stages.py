@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
+import threading
 import time
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import click
@@ -28,6 +31,23 @@ def invoke(args: list[str]) -> None:
 
 
 UNFINISHED = "unfinished"       # stages.json: {stage: seconds} of resumable stages cut short
+
+
+@contextmanager
+def _terminate_as_exit():
+    """SIGTERM (a closing session, ``kill``) ends the block as SystemExit(143), so a resumable
+    stage cut short that way records its time too; Ctrl-C already does."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+    old = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 class Stages:
@@ -61,7 +81,8 @@ class Stages:
         earlier = unfinished.pop(name, 0.0) if resumable and not self.force else 0.0
         t0 = time.perf_counter()
         try:
-            fn()
+            with _terminate_as_exit() if resumable else nullcontext():
+                fn()
         except BaseException:
             if resumable:
                 unfinished[name] = round(earlier + time.perf_counter() - t0, 1)

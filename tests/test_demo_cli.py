@@ -187,3 +187,25 @@ def test_a_re_run_into_another_recipes_out_is_refused(tmp_path, monkeypatch):
     assert isinstance(run("--seed", "1", "--lava-samples", "4").exception, Started)
     assert isinstance(run("--seed", "2", "--force").exception, Started) and len(started) == 3
     assert json.loads((out / "plan.json").read_text())["teacher"][-1] == "seed=2"
+
+
+def test_a_terminated_resumable_stage_records_its_time(tmp_path):
+    """SIGTERM (a session closing, `kill`) cuts a resumable stage short as Ctrl-C does: the
+    process exits 143 and stages.json keeps the seconds spent, for the next sitting to add."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+    script = ("import sys, time; from pathlib import Path; "
+              "from mksgn.pipeline.stages import Stages; "
+              "Stages(Path(sys.argv[1]), False).run('train', [Path(sys.argv[1]) / 't'], "
+              "lambda: (print('started', flush=True), time.sleep(60)), resumable=True)")
+    proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)],
+                            stdout=subprocess.PIPE, text=True)
+    assert "started" in [proc.stdout.readline().strip() for _ in range(2)]   # after the rule
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 143
+    spent = json.loads((tmp_path / "stages.json").read_text())["unfinished"]["train"]
+    assert spent >= 0.5
