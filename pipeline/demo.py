@@ -386,10 +386,9 @@ def energy_lines(energy: dict) -> list[str]:
         for label, j, a, b in rows] + tail
 
 
-def _default_out(dataset: str, long: bool) -> Path:
-    if dataset == "synthetic":
-        return Path("runs/demo")
-    return Path(f"runs/{dataset}-long") if long else Path(f"runs/{dataset}")
+def _default_out(dataset: str, long: bool, quick: bool = False) -> Path:
+    name = "demo" if dataset == "synthetic" else dataset
+    return Path(f"runs/{name}{'-long' if long else ''}{'-quick' if quick else ''}")
 
 
 @click.command()
@@ -401,7 +400,8 @@ def _default_out(dataset: str, long: bool) -> Path:
                    "e.g. CTR-GCN's data/NW-UCLA/all_sqe).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where every stage writes (re-used on a re-run). Default: runs/demo "
-                   "(synthetic), runs/ucla (ucla), runs/ucla-long (--long).")
+                   "(synthetic), runs/ucla (ucla), runs/ucla-long (--long); -quick after "
+                   "it with --quick.")
 @click.option("--long", "long_", is_flag=True,
               help="--dataset ucla: the long recipe (teacher 24 epochs, student 72; <= 150 min "
                    "on 2 cores). Interrupted, it goes on from the last epoch when re-run.")
@@ -442,7 +442,7 @@ def demo(dataset: str, root: Path | None, out: Path | None, long_: bool, seed: i
         plan = plan.seeded(seed)
     if lava_samples:
         plan.lava_samples = lava_samples
-    dirs = _DemoDirs.under(out or _default_out(dataset, long_))
+    dirs = _DemoDirs.under(out or _default_out(dataset, long_, quick))
     _claim_out(dirs.out, plan, root, force)
     stages = Stages(dirs.out, force)
     _run_data_stages(stages, plan, dataset, root, dirs)
@@ -471,19 +471,36 @@ def _claim_out(out: Path, plan: DemoPlan, root: Path | None, force: bool) -> Non
     """Make ``out`` this plan's: a re-run reuses finished stages, so one made by another recipe
     (another --seed, --long, --root or --quick) is refused in one line unless --force."""
     mine, file = _recipe(plan, root), out / PLAN_FILE
-    if file.is_file() and not force:
-        theirs = json.loads(file.read_text())
+    if file.exists() and not force:
+        theirs = _read_recipe(file)
         differ = [k for k in mine if theirs.get(k) != mine[k]]
         if differ:
             k = differ[0]
             raise click.UsageError(
-                f"{out} holds a demo of another recipe ({k}: {_brief(theirs.get(k))}, now "
+                f"{file}: {out} holds another recipe's demo ({k}: {_brief(theirs.get(k))}, now "
                 f"{_brief(mine[k])}); give another --out, or --force to redo it")
+    elif (out / "stages.json").is_file() and not force:
+        click.echo(f"note: {out} has no {PLAN_FILE} (a demo from before it was kept); taken as "
+                   f"this recipe's")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(file, mine)
 
 
+def _read_recipe(file: Path) -> dict:
+    try:
+        recipe = json.loads(file.read_text())
+    except (OSError, ValueError) as e:
+        raise click.UsageError(f"{file}: not readable as a demo recipe ({e}); --force to "
+                               f"rewrite it") from None
+    if not isinstance(recipe, dict):
+        raise click.UsageError(f"{file}: not a demo recipe (a JSON object expected); --force "
+                               f"to rewrite it")
+    return recipe
+
+
 def _brief(value) -> str:
+    if isinstance(value, dict):
+        return " ".join(f"{k}={v}" for k, v in value.items())
     return " ".join(value) if isinstance(value, list) else str(value)
 
 

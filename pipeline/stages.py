@@ -25,6 +25,8 @@ def invoke(args: list[str]) -> None:
     except click.exceptions.Exit as e:
         if e.exit_code:
             raise click.ClickException(f"`mksgn {' '.join(args)}` exited with {e.exit_code}")
+    except Terminated:
+        raise                                       # SIGTERM: the process ends as it asked
     except SystemExit as e:
         if e.code:
             raise click.ClickException(f"`mksgn {' '.join(args)}` exited with {e.code}") from None
@@ -33,21 +35,25 @@ def invoke(args: list[str]) -> None:
 UNFINISHED = "unfinished"       # stages.json: {stage: seconds} of resumable stages cut short
 
 
+class Terminated(SystemExit):
+    """SIGTERM received inside a resumable stage (exit status 143)."""
+
+
 @contextmanager
 def _terminate_as_exit():
-    """SIGTERM (a closing session, ``kill``) ends the block as SystemExit(143), so a resumable
-    stage cut short that way records its time too; Ctrl-C already does."""
+    """SIGTERM (a closing session, ``kill``) ends the block as :class:`Terminated`, so a
+    resumable stage cut short that way records its time too; Ctrl-C already does."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def stop(signum, frame):
-        raise SystemExit(128 + signum)
+        raise Terminated(128 + signum)
     old = signal.signal(signal.SIGTERM, stop)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, old)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if old is None else old)
 
 
 class Stages:
@@ -58,7 +64,9 @@ class Stages:
         self.out = out
         self.file = out / "stages.json"
         self.force = force
-        self.done: dict = {} if force or not self.file.is_file() else json.loads(self.file.read_text())
+        if force:               # nothing finished earlier counts, even if this run stops early
+            self.file.unlink(missing_ok=True)
+        self.done: dict = json.loads(self.file.read_text()) if self.file.is_file() else {}
         self.seconds: dict = {}
 
     def run(self, name: str, outputs: list[Path], fn, resumable: bool = False) -> None:

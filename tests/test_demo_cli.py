@@ -2,6 +2,8 @@
 it re-runs stages."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from click.testing import CliRunner
 
@@ -179,14 +181,37 @@ def test_a_re_run_into_another_recipes_out_is_refused(tmp_path, monkeypatch):
         "ucla_cpu_student.yaml", "seed=1"]
     r = run("--seed", "2")
     assert r.exit_code == 2 and len(started) == 1
-    assert (f"{out} holds a demo of another recipe (teacher: ucla_cpu_teacher.yaml seed=1, now "
-            f"ucla_cpu_teacher.yaml seed=2); give another --out, or --force to redo it"
-            ) in " ".join(r.output.split())
+    assert (f"{out / 'plan.json'}: {out} holds another recipe's demo (teacher: "
+            f"ucla_cpu_teacher.yaml seed=1, now ucla_cpu_teacher.yaml seed=2); give another "
+            f"--out, or --force to redo it") in " ".join(r.output.split())
     r = run("--long", "--seed", "1")
     assert r.exit_code == 2 and "optim.epochs=24" in r.output and len(started) == 1
     assert isinstance(run("--seed", "1", "--lava-samples", "4").exception, Started)
     assert isinstance(run("--seed", "2", "--force").exception, Started) and len(started) == 3
     assert json.loads((out / "plan.json").read_text())["teacher"][-1] == "seed=2"
+    (out / "plan.json").write_text("[1, 2]")
+    r = run("--seed", "2")
+    assert r.exit_code == 2 and len(started) == 3
+    assert "plan.json: not a demo recipe (a JSON object expected); --force to rewrite it" in r.output
+    (out / "plan.json").write_text("{")
+    assert "plan.json: not readable as a demo recipe" in run("--seed", "2").output
+
+
+def test_a_forced_demo_stopped_early_leaves_nothing_finished(tmp_path):
+    """--force forgets the finished stages at once: a forced run (of another recipe) that stops
+    before its first stage ends cannot hand the old recipe's stages to the next plain run."""
+    Stages(tmp_path, False).run("train teacher", [tmp_path / "t"], lambda: None)
+    assert "train teacher" in Stages(tmp_path, False).done
+    Stages(tmp_path, True)                       # the forced run stops right after starting
+    assert "train teacher" not in Stages(tmp_path, False).done
+
+
+def test_quick_demos_default_to_their_own_out():
+    """`make demo` (runs/demo) is never refused because of an earlier `mksgn demo --quick`."""
+    from mksgn.pipeline.demo import _default_out
+    assert _default_out("synthetic", False) == Path("runs/demo")
+    assert _default_out("synthetic", False, quick=True) == Path("runs/demo-quick")
+    assert _default_out("ucla", True) == Path("runs/ucla-long")
 
 
 def test_a_terminated_resumable_stage_records_its_time(tmp_path):
@@ -197,15 +222,32 @@ def test_a_terminated_resumable_stage_records_its_time(tmp_path):
     import subprocess
     import sys
     import time
-    script = ("import sys, time; from pathlib import Path; "
-              "from mksgn.pipeline.stages import Stages; "
-              "Stages(Path(sys.argv[1]), False).run('train', [Path(sys.argv[1]) / 't'], "
-              "lambda: (print('started', flush=True), time.sleep(60)), resumable=True)")
-    proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)],
-                            stdout=subprocess.PIPE, text=True)
-    assert "started" in [proc.stdout.readline().strip() for _ in range(2)]   # after the rule
-    time.sleep(0.5)
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=30) == 143
-    spent = json.loads((tmp_path / "stages.json").read_text())["unfinished"]["train"]
-    assert spent >= 0.5
+    # the stage as a bare function, and as the demo runs training: a verb through `invoke`
+    script = """if True:
+        import sys, time, click
+        from pathlib import Path
+        from mksgn.pipeline import cli, stages
+
+        @click.command()
+        def train():
+            print('started', flush=True)
+            time.sleep(60)
+        cli.main = train
+        fn = (lambda: stages.invoke([])) if sys.argv[2] == 'True' else train.callback
+        stages.Stages(Path(sys.argv[1]), False).run('train', [Path(sys.argv[1]) / 't'], fn,
+                                                    resumable=True)
+    """
+    for through_a_verb in (False, True):
+        out = tmp_path / str(through_a_verb)
+        out.mkdir()
+        proc = subprocess.Popen([sys.executable, "-c", script, str(out), str(through_a_verb)],
+                                stdout=subprocess.PIPE, text=True)
+        try:
+            assert "started" in [proc.stdout.readline().strip() for _ in range(2)]  # after the rule
+            time.sleep(0.5)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 143, through_a_verb
+        finally:
+            proc.kill()
+        spent = json.loads((out / "stages.json").read_text())["unfinished"]["train"]
+        assert spent >= 0.5
