@@ -443,8 +443,7 @@ def demo(dataset: str, root: Path | None, out: Path | None, long_: bool, seed: i
     if lava_samples:
         plan.lava_samples = lava_samples
     dirs = _DemoDirs.under(out or _default_out(dataset, long_, quick))
-    _claim_out(dirs.out, plan, root, force)
-    stages = Stages(dirs.out, force)
+    stages = Stages(dirs.out, force, recipe=_recipe(plan, root))
     _run_data_stages(stages, plan, dataset, root, dirs)
     _run_model_stages(stages, plan, dirs)
     summary, agree = _summarize(dirs, plan, dataset, quick, stages)
@@ -455,53 +454,13 @@ def demo(dataset: str, root: Path | None, out: Path | None, long_: bool, seed: i
     console.print(f"report: {report}")
 
 
-PLAN_FILE = "plan.json"      # OUT/plan.json: what the trainings in OUT were made from
-
-
 def _recipe(plan: DemoPlan, root: Path | None) -> dict:
     """What decides the data and the trained networks of a demo (not its budgets, Lava samples
-    or energy profiles, which a re-run may change)."""
+    or energy profiles, which a re-run may change): ``Stages``' recipe of the demo's OUT."""
     return {"dataset": plan.dataset, "benchmark": plan.benchmark, "synth": plan.synth,
             "root": str(root.resolve()) if root else None,
             "teacher": [plan.teacher_config, *plan.teacher_set],
             "student": [plan.student_config, *plan.student_set]}
-
-
-def _claim_out(out: Path, plan: DemoPlan, root: Path | None, force: bool) -> None:
-    """Make ``out`` this plan's: a re-run reuses finished stages, so one made by another recipe
-    (another --seed, --long, --root or --quick) is refused in one line unless --force."""
-    mine, file = _recipe(plan, root), out / PLAN_FILE
-    if file.exists() and not force:
-        theirs = _read_recipe(file)
-        differ = [k for k in mine if theirs.get(k) != mine[k]]
-        if differ:
-            k = differ[0]
-            raise click.UsageError(
-                f"{file}: {out} holds another recipe's demo ({k}: {_brief(theirs.get(k))}, now "
-                f"{_brief(mine[k])}); give another --out, or --force to redo it")
-    elif (out / "stages.json").is_file() and not force:
-        click.echo(f"note: {out} has no {PLAN_FILE} (a demo from before it was kept); taken as "
-                   f"this recipe's")
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(file, mine)
-
-
-def _read_recipe(file: Path) -> dict:
-    try:
-        recipe = json.loads(file.read_text())
-    except (OSError, ValueError) as e:
-        raise click.UsageError(f"{file}: not readable as a demo recipe ({e}); --force to "
-                               f"rewrite it") from None
-    if not isinstance(recipe, dict):
-        raise click.UsageError(f"{file}: not a demo recipe (a JSON object expected); --force "
-                               f"to rewrite it")
-    return recipe
-
-
-def _brief(value) -> str:
-    if isinstance(value, dict):
-        return " ".join(f"{k}={v}" for k, v in value.items())
-    return " ".join(value) if isinstance(value, list) else str(value)
 
 
 def _check_root(dataset: str, root: Path | None) -> None:

@@ -33,6 +33,7 @@ def invoke(args: list[str]) -> None:
 
 
 UNFINISHED = "unfinished"       # stages.json: {stage: seconds} of resumable stages cut short
+RECIPE_FILE = "plan.json"       # OUT/plan.json: what the finished stages in OUT were made from
 
 
 class Terminated(SystemExit):
@@ -58,16 +59,38 @@ def _terminate_as_exit():
 
 class Stages:
     """Runs named stages once; remembers finished ones in OUT/stages.json ({stage: seconds},
-    and under ``UNFINISHED`` the seconds spent so far in interrupted resumable stages)."""
+    and under ``UNFINISHED`` the seconds spent so far in interrupted resumable stages).
 
-    def __init__(self, out: Path, force: bool):
+    ``recipe``: what every stage's result depends on (a JSON object), kept in OUT/plan.json; a
+    later job with another recipe is refused in one line before any stage runs (it would reuse
+    stages made from the other), unless ``force``."""
+
+    def __init__(self, out: Path, force: bool, recipe: dict | None = None):
         self.out = out
         self.file = out / "stages.json"
         self.force = force
+        out.mkdir(parents=True, exist_ok=True)
+        if recipe is not None:
+            self._claim(recipe)
         if force:               # nothing finished earlier counts, even if this run stops early
             self.file.unlink(missing_ok=True)
         self.done: dict = json.loads(self.file.read_text()) if self.file.is_file() else {}
         self.seconds: dict = {}
+
+    def _claim(self, mine: dict) -> None:
+        out, file = self.out, self.out / RECIPE_FILE
+        if file.exists() and not self.force:
+            theirs = _read_recipe(file)
+            differ = [k for k in mine if theirs.get(k) != mine[k]]
+            if differ:
+                k = differ[0]
+                raise click.UsageError(
+                    f"{file}: {out} holds another recipe's job ({k}: {_brief(theirs.get(k))}, "
+                    f"now {_brief(mine[k])}); give another --out, or --force to redo it")
+        elif self.file.is_file() and not self.force:
+            click.echo(f"note: {out} has no {RECIPE_FILE} (a job from before it was kept); "
+                       f"taken as this recipe's")
+        atomic_write_json(file, mine)
 
     def run(self, name: str, outputs: list[Path], fn, resumable: bool = False) -> None:
         """Run ``fn`` unless ``name`` finished earlier and its ``outputs`` exist. An unfinished
@@ -99,3 +122,21 @@ class Stages:
         self.seconds[name] = round(earlier + time.perf_counter() - t0, 1)
         self.done[name] = self.seconds[name]
         atomic_write_json(self.file, self.done)
+
+
+def _read_recipe(file: Path) -> dict:
+    try:
+        recipe = json.loads(file.read_text())
+    except (OSError, ValueError) as e:
+        raise click.UsageError(f"{file}: not readable as a recipe ({e}); --force to rewrite "
+                               f"it") from None
+    if not isinstance(recipe, dict):
+        raise click.UsageError(f"{file}: not a recipe (a JSON object expected); --force to "
+                               f"rewrite it")
+    return recipe
+
+
+def _brief(value) -> str:
+    if isinstance(value, dict):
+        return " ".join(f"{k}={v}" for k, v in value.items())
+    return " ".join(value) if isinstance(value, list) else str(value)

@@ -181,7 +181,7 @@ def test_a_re_run_into_another_recipes_out_is_refused(tmp_path, monkeypatch):
         "ucla_cpu_student.yaml", "seed=1"]
     r = run("--seed", "2")
     assert r.exit_code == 2 and len(started) == 1
-    assert (f"{out / 'plan.json'}: {out} holds another recipe's demo (teacher: "
+    assert (f"{out / 'plan.json'}: {out} holds another recipe's job (teacher: "
             f"ucla_cpu_teacher.yaml seed=1, now ucla_cpu_teacher.yaml seed=2); give another "
             f"--out, or --force to redo it") in " ".join(r.output.split())
     r = run("--long", "--seed", "1")
@@ -192,9 +192,9 @@ def test_a_re_run_into_another_recipes_out_is_refused(tmp_path, monkeypatch):
     (out / "plan.json").write_text("[1, 2]")
     r = run("--seed", "2")
     assert r.exit_code == 2 and len(started) == 3
-    assert "plan.json: not a demo recipe (a JSON object expected); --force to rewrite it" in r.output
+    assert "plan.json: not a recipe (a JSON object expected); --force to rewrite it" in r.output
     (out / "plan.json").write_text("{")
-    assert "plan.json: not readable as a demo recipe" in run("--seed", "2").output
+    assert "plan.json: not readable as a recipe" in run("--seed", "2").output
 
 
 def test_a_forced_demo_stopped_early_leaves_nothing_finished(tmp_path):
