@@ -41,7 +41,7 @@ def _convert_options(f):
 @wide_option
 def convert(checkpoint: Path | None, out: Path, teacher: Path | None,
             teacher_config: Path | None, dataset: str | None, force: bool, wide: bool) -> None:
-    """Convert the student in CHECKPOINT (a run directory: its best.pt; or a .pt) for Loihi.
+    """Convert the student in CHECKPOINT (a run directory: its last.pt; or a .pt) for Loihi.
 
     \b
     Writes, all or nothing, into --out DIR:

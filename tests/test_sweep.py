@@ -10,10 +10,9 @@ import sys
 import pytest
 import yaml
 from click.testing import CliRunner
-from train_fakes import tiny_student_config, tiny_teacher_config, write_prepared
+from train_fakes import tiny_runs
 
 from mksgn.pipeline.cli import main
-from mksgn.train.config import save_config
 
 pytestmark = [pytest.mark.slow]
 
@@ -21,24 +20,12 @@ pytestmark = [pytest.mark.slow]
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory):
     root = tmp_path_factory.mktemp("sweep")
-    write_prepared(root / "prep")
-    t = tiny_teacher_config()
-    t.optim.epochs = 1
-    save_config(t, root / "teacher.yaml")
-    s = tiny_student_config()
-    s.optim.epochs = 1
-    save_config(s, root / "student.yaml")
-    r = CliRunner()
-    for kind, extra in (("teacher", []), ("student", ["--teacher", str(root / "teacher")])):
-        res = r.invoke(main, ["train", kind, "--config", str(root / f"{kind}.yaml"), "--data",
-                              str(root / "prep"), "--out", str(root / kind), "--no-progress",
-                              *extra])
-        assert res.exit_code == 0, res.output
+    tiny_runs(root)
     args = ["sweep", "--config", str(root / "student.yaml"), "--data", str(root / "prep"),
             "--teacher", str(root / "teacher"), "--init", str(root / "student"),
             "--weights", "2,0,2:3,0:3:0.5,0::0.5e", "--set", "optim.epochs=1",
             "--profile", "loihi", "--profile", "cmos45nm_fp32", "--out", str(root / "sweep")]
-    res = r.invoke(main, args)
+    res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     return root, args, res.output
 

@@ -103,3 +103,20 @@ def test_torchrun_two_cpu_processes(setup, tmp_path):
         assert abs(r["train_acc"] * 16 - round(r["train_acc"] * 16)) < 1e-9  # 2 x 8 per epoch
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == \
         ["best.pt", "config.yaml", "last.pt", "metrics.csv", "metrics.json"]
+
+
+def test_a_run_directory_means_its_last_epoch(tmp_path):
+    """best.pt is selected on the test split: a run directory given for a checkpoint (convert,
+    evaluate, --teacher) must mean last.pt; best.pt only when named, or when it is all there is."""
+    from mksgn.train.checkpoint import resolve
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "best.pt").write_bytes(b"")
+    assert resolve(run) == run / "best.pt"
+    (run / "last.pt").write_bytes(b"")
+    assert resolve(run) == run / "last.pt"
+    assert resolve(run / "best.pt") == run / "best.pt"
+    (run / "best.pt").unlink()
+    (run / "last.pt").unlink()
+    with pytest.raises(FileNotFoundError, match="no last.pt or best.pt"):
+        resolve(run)

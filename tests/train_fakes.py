@@ -183,3 +183,26 @@ def write_prepared(root, n_train: int = 16, n_test: int = 8, num_classes: int = 
         {"dataset": "fake", "benchmark": "xsub", "layout": layout, "num_classes": num_classes,
          "t_max": frames, "num_joints": v}))
     return d
+
+
+def tiny_runs(root, epochs: int = 1) -> "Path":
+    """A tiny prepared benchmark under ``root/prep``, the tiny configs as ``root/teacher.yaml``
+    and ``root/student.yaml``, and their runs trained by ``mksgn train`` into ``root/teacher``
+    and ``root/student`` (distilled from the teacher); returns ``root/prep``."""
+    from pathlib import Path
+
+    from click.testing import CliRunner
+
+    from mksgn.pipeline.cli import main
+    from mksgn.train.config import save_config
+    root = Path(root)
+    write_prepared(root / "prep")
+    for kind, cfg in (("teacher", tiny_teacher_config()), ("student", tiny_student_config())):
+        cfg.optim.epochs = epochs
+        save_config(cfg, root / f"{kind}.yaml")
+    for kind, extra in (("teacher", []), ("student", ["--teacher", str(root / "teacher")])):
+        res = CliRunner().invoke(main, ["train", kind, "--config", str(root / f"{kind}.yaml"),
+                                        "--data", str(root / "prep"), "--out", str(root / kind),
+                                        "--no-progress", *extra])
+        assert res.exit_code == 0, res.output
+    return root / "prep"

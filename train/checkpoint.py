@@ -4,6 +4,7 @@ A run directory ``RUN/`` (written by ``mksgn train``, read by convert/deploy/ene
 
     RUN/config.yaml            the full RunConfig
     RUN/last.pt, RUN/best.pt   torch.save(dict) - see below; best = highest test accuracy
+                               (a run directory given for a checkpoint means last.pt)
     RUN/metrics.csv, .json     one row per epoch
 
 A checkpoint dict holds only tensors and plain Python data, so ``torch.load(weights_only=True)``
@@ -39,13 +40,17 @@ write_text_atomic = atomic_write_text
 
 
 def resolve(path: str | Path) -> Path:
-    """A checkpoint file from a run directory (best.pt, else last.pt) or a file path."""
+    """A checkpoint file from a run directory (last.pt, else best.pt) or a file path.
+
+    A run directory stands for its last epoch: best.pt is the epoch with the highest test
+    accuracy, so taking it by default (to convert, evaluate or distil from) would select on the
+    test split; name RUN/best.pt to mean it."""
     path = Path(path)
     if path.is_dir():
-        for name in ("best.pt", "last.pt"):
+        for name in ("last.pt", "best.pt"):
             if (path / name).is_file():
                 return path / name
-        raise FileNotFoundError(f"{path}: no best.pt or last.pt in this run directory")
+        raise FileNotFoundError(f"{path}: no last.pt or best.pt in this run directory")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint")
     return path

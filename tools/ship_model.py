@@ -1,17 +1,20 @@
-"""Put a trained student into the repository as ``models/NAME/`` (issue 21).
+"""Put a trained student or teacher into the repository as ``models/NAME/`` (issue 21).
 
-    .venv/bin/python tools/ship_student.py RUN/last.pt --data PREPARED/xview \\
+    .venv/bin/python tools/ship_model.py RUN/last.pt --data PREPARED/xview \\
         --out models/NAME --recipe "mksgn demo --dataset ucla --long --root all_sqe" [--force]
 
-RUN/last.pt: the student's checkpoint (the last epoch: no selection on the test split).
-Strips it for release, converts the stripped file (``mksgn convert``), runs the network on the
-whole test split in the fast engine (``mksgn simulate``) and prices it (``mksgn energy``, default
-profiles), then writes into ``--out``, all or nothing:
+RUN/last.pt: the run's checkpoint (the last epoch: no selection on the test split); its kind
+says what ships. Strips it for release and measures the stripped file on the whole test split:
+a student is converted (``mksgn convert``), run in the fast engine (``mksgn simulate``) and
+priced (``mksgn energy``, default profiles); a teacher is evaluated in PyTorch (``mksgn
+evaluate``). Then writes into ``--out``, all or nothing:
 
-    student.pt     the checkpoint without optimiser/scheduler/RNG/distiller state
+    KIND.pt        student.pt or teacher.pt: the checkpoint without optimiser/scheduler/RNG/
+                   distiller state
     manifest.json  the recipe that made it, its config, epochs, and what it measured
-    SHA256SUMS     student.pt, and the model.net that ``mksgn convert models/NAME/student.pt``
-                   writes (the network whose accuracy and energy the manifest gives)
+    SHA256SUMS     KIND.pt, and for a student the model.net that ``mksgn convert
+                   models/NAME/student.pt`` writes (the network whose accuracy and energy the
+                   manifest gives)
 """
 from __future__ import annotations
 
@@ -44,6 +47,14 @@ def convert_and_measure(checkpoint: Path, data: Path, tmp: Path) -> tuple[Path, 
     return tmp / "convert" / "model.net", measured(tmp / "sim", tmp / "energy")
 
 
+def evaluate(checkpoint: Path, data: Path, tmp: Path) -> dict:
+    """``mksgn evaluate`` on the test split: what the teacher measured."""
+    mksgn("evaluate", checkpoint, "--data", data, "--split", "test", "--json", tmp / "eval.json")
+    ev = json.loads((tmp / "eval.json").read_text())
+    return {"engine": "pytorch", "split": "test", "correct": round(ev["acc"] * ev["samples"]),
+            "samples": int(ev["samples"]), "accuracy": ev["acc"]}
+
+
 def measured(sim: Path, energy: Path) -> dict:
     act = json.loads((sim / "activity.json").read_text())
     if act.get("engine") != "fast" or act.get("split") != "test":
@@ -58,6 +69,17 @@ def measured(sim: Path, energy: Path) -> dict:
     return out
 
 
+def manifest(ckpt: dict, recipe: str, result: dict) -> dict:
+    cfg = ckpt["config"]
+    return {"schema": "mksgn-shipped/1", "recipe": recipe, "kind": ckpt["kind"],
+            "layout": ckpt["layout"], "num_classes": ckpt["num_classes"],
+            "epoch": ckpt["epoch"], "epochs": cfg["optim"]["epochs"], "seed": cfg["seed"],
+            "checkpoint": "the last epoch (no selection on the test split)",
+            "config": cfg, "last_epoch_metrics": ckpt["metrics"][-1] if ckpt["metrics"] else {},
+            "train_seconds": round(sum(m.get("time_s", 0) for m in ckpt["metrics"]), 1),
+            "measured": result, "torch": torch.__version__}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("checkpoint", type=Path)
@@ -69,28 +91,27 @@ def main() -> None:
     if a.out.exists() and any(a.out.iterdir()) and not a.force:
         raise SystemExit(f"{a.out}: exists and is not empty (--force to replace)")
     ckpt = load_checkpoint(a.checkpoint)
+    kind = ckpt["kind"]
     a.out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=a.out.parent) as tmp:
         tmp = Path(tmp)
         stage = tmp / "ship"
         stage.mkdir()
-        save_atomic(for_release(ckpt), stage / "student.pt")
-        net, result = convert_and_measure(stage / "student.pt", a.data, tmp)
-        cfg = ckpt["config"]
-        atomic_write_json(stage / "manifest.json", {
-            "schema": "mksgn-shipped/1", "recipe": a.recipe, "kind": ckpt["kind"],
-            "layout": ckpt["layout"], "num_classes": ckpt["num_classes"],
-            "epoch": ckpt["epoch"], "epochs": cfg["optim"]["epochs"], "seed": cfg["seed"],
-            "checkpoint": "the last epoch (no selection on the test split)",
-            "config": cfg, "last_epoch_metrics": ckpt["metrics"][-1] if ckpt["metrics"] else {},
-            "train_seconds": round(sum(m.get("time_s", 0) for m in ckpt["metrics"]), 1),
-            "measured": result, "torch": torch.__version__})
-        atomic_write_text(stage / "SHA256SUMS", f"{sha256(stage / 'student.pt')}  student.pt\n"
-                                                f"{sha256(net)}  model.net\n")
+        weights = stage / f"{kind}.pt"
+        save_atomic(for_release(ckpt), weights)
+        sums = {weights.name: sha256(weights)}
+        if kind == "student":
+            net, result = convert_and_measure(weights, a.data, tmp)
+            sums["model.net"] = sha256(net)
+        else:
+            result = evaluate(weights, a.data, tmp)
+        atomic_write_json(stage / "manifest.json", manifest(ckpt, a.recipe, result))
+        atomic_write_text(stage / "SHA256SUMS", "".join(f"{h}  {n}\n" for n, h in sums.items()))
         if a.out.exists():
             shutil.rmtree(a.out)
         stage.rename(a.out)
-    print(f"wrote {a.out}: fast engine {result['correct']}/{result['samples']} on the test split")
+    print(f"wrote {a.out}: {kind}, {result['correct']}/{result['samples']} on the test split "
+          f"({result['engine']})")
 
 
 if __name__ == "__main__":
