@@ -79,6 +79,10 @@ def main() -> None:
         t_params = count_params(model)
         t_acc = max(m["test_acc"] for m in info["metrics"])
         t_last = info["metrics"][-1]["test_acc"]
+    # the teacher's best epoch, as the README's figures were measured (the same teacher for
+    # every variant; a run directory alone now means its last.pt)
+    if (Path(teacher_dir) / "best.pt").is_file():
+        teacher_dir = Path(teacher_dir) / "best.pt"
 
     rows = []
     for name, (soft, ftm) in VARIANTS.items():

@@ -84,3 +84,17 @@ def test_an_existing_folder_is_kept_unless_forced(runs, tmp_path):
     r = ship(root / "teacher" / "last.pt", prep, out, "--force")
     assert r.returncode == 0, r.stderr[-2000:]
     assert sorted(p.name for p in out.iterdir()) == ["SHA256SUMS", "manifest.json", "teacher.pt"]
+
+
+@pytest.mark.slow
+def test_a_partial_run_or_a_failed_measure_ships_nothing(runs, tmp_path):
+    import torch
+    root, prep = runs
+    ckpt = load_checkpoint(root / "teacher" / "last.pt")
+    ckpt["config"]["optim"]["epochs"] = 5                 # as if stopped after 1 of 5 epochs
+    torch.save(ckpt, tmp_path / "partial.pt")
+    r = ship(tmp_path / "partial.pt", prep, tmp_path / "a")
+    assert r.returncode != 0 and "epoch 1 of 5; ship the run's last epoch" in r.stderr
+    r = ship(root / "student" / "last.pt", tmp_path / "no-such-data", tmp_path / "b")
+    assert r.returncode != 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["partial.pt"]   # no a/, b/ or tmp*

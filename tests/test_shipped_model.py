@@ -50,17 +50,19 @@ def verb_json(args: list[str], report: Path) -> dict:
     return json.loads(report.read_text())
 
 
-def assert_as_shipped(d: Path, got: tuple[int, int]) -> None:
-    """(correct, samples) as the manifest measured it and as every README line naming d says."""
+def assert_as_shipped(d: Path, got: tuple[int, int], slack: int = 0) -> None:
+    """(correct, samples) as the manifest measured it, to ``slack`` samples, and the manifest's
+    figure on every README line that names d."""
     man = json.loads((d / "manifest.json").read_text())["measured"]
-    assert got == (man["correct"], man["samples"])
+    shipped = (man["correct"], man["samples"])
+    assert got[1] == shipped[1] and abs(got[0] - shipped[0]) <= slack, (got, shipped)
     figures = readme_figures(d)
-    assert figures and all(f == got for f in figures), (figures, got)
+    assert figures and all(f == shipped for f in figures), (figures, shipped)
 
 
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory) -> dict[Path, Path]:
-    """Each shipped checkpoint converted as a user would: {shipped dir: convert dir}."""
+    """Each shipped student converted as a user would: {shipped dir: convert dir}."""
     out = {}
     for d in STUDENTS:
         conv = tmp_path_factory.mktemp(d.name) / "convert"
@@ -121,8 +123,11 @@ def test_shipped_student_reproduces_the_readme_accuracy(d, converted, ucla_prepa
 def test_shipped_teacher_reproduces_the_readme_accuracy(d, ucla_prepared, tmp_path):
     _, prepared, _ = ucla_prepared
     ev = verb_json(["evaluate", str(d / "teacher.pt"), "--data", str(prepared), "--split", "test",
-                    "--json", str(tmp_path / "eval.json")], tmp_path / "eval.json")
-    assert_as_shipped(d, (round(ev["acc"] * ev["samples"]), ev["samples"]))
+                    "--device", "cpu", "--json", str(tmp_path / "eval.json")],
+                   tmp_path / "eval.json")
+    # a float forward pass: another kind of CPU may round a near tie the other way (the
+    # students' figures are the integer engine's, exact on any machine)
+    assert_as_shipped(d, (round(ev["acc"] * ev["samples"]), ev["samples"]), slack=1)
 
 
 @pytest.mark.slow

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import platform
 import shutil
 import subprocess
 import sys
@@ -49,10 +50,22 @@ def convert_and_measure(checkpoint: Path, data: Path, tmp: Path) -> tuple[Path, 
 
 def evaluate(checkpoint: Path, data: Path, tmp: Path) -> dict:
     """``mksgn evaluate`` on the test split: what the teacher measured."""
-    mksgn("evaluate", checkpoint, "--data", data, "--split", "test", "--json", tmp / "eval.json")
+    mksgn("evaluate", checkpoint, "--data", data, "--split", "test", "--device", "cpu",
+          "--json", tmp / "eval.json")
     ev = json.loads((tmp / "eval.json").read_text())
-    return {"engine": "pytorch", "split": "test", "correct": round(ev["acc"] * ev["samples"]),
-            "samples": int(ev["samples"]), "accuracy": ev["acc"]}
+    return {"engine": "pytorch", "device": "cpu", "cpu": cpu_name(), "split": "test",
+            "correct": round(ev["acc"] * ev["samples"]), "samples": int(ev["samples"]),
+            "accuracy": ev["acc"]}
+
+
+def cpu_name() -> str:
+    """The CPU's model name (a float result is repeatable on one kind of CPU)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor()
+    return next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")),
+                platform.processor())
 
 
 def measured(sim: Path, energy: Path) -> dict:
@@ -92,6 +105,10 @@ def main() -> None:
         raise SystemExit(f"{a.out}: exists and is not empty (--force to replace)")
     ckpt = load_checkpoint(a.checkpoint)
     kind = ckpt["kind"]
+    if ckpt["epoch"] != ckpt["config"]["optim"]["epochs"]:
+        raise SystemExit(f"{a.checkpoint}: epoch {ckpt['epoch']} of "
+                         f"{ckpt['config']['optim']['epochs']}; ship the run's last epoch "
+                         f"(RUN/last.pt of a finished run)")
     a.out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=a.out.parent) as tmp:
         tmp = Path(tmp)

@@ -62,8 +62,9 @@ def _run(kind: str, config: Path | None, out: Path, data: Path | None, device: s
         overrides["data.prepared"] = str(data)
     if device is not None:
         overrides["device"] = device
-    if teacher is not None:
-        overrides["teacher"] = str(teacher)
+    if teacher is not None:     # the file (a run directory's last.pt), so --resume keeps it
+        from .checkpoint import resolve
+        overrides["teacher"] = str(resolve(teacher))
     if config is None:
         if not resume:
             raise click.UsageError("--config is required (unless --resume)")
@@ -126,7 +127,9 @@ def _console():
               help="Also write the report as JSON here.")
 def evaluate(run: Path, data: Path | None, split: str, batch_size: int, device: str,
              json_out: Path | None) -> None:
-    """Accuracy (and firing rate, parameters, MACs) of a trained model on a split."""
+    """Accuracy (and firing rate, parameters, MACs) of a trained model on a split.
+
+    RUN_OR_CKPT: a checkpoint file, or a run directory (its last.pt)."""
     import torch
 
     from .checkpoint import load_model, write_text_atomic
