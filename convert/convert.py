@@ -197,10 +197,10 @@ def _teacher_onnx(tmp: Path, teacher_model: torch.nn.Module, teacher_info: dict)
 
 
 def _input_entry(net: netgraph.Network, encoders: list[mf.EncoderRow], cfg, layout_obj,
-                 window: int) -> dict:
+                 num_classes: int, window: int) -> dict:
     """The manifest's ``input``: modalities, window, data, layout and the input encoding."""
     return {"modalities": [e.modality for e in net.encoders], "window": window,
-            "dataset": prepared_dataset(cfg.data.benchmark_dir()),
+            "dataset": prepared_dataset(cfg.data.benchmark_dir(), layout_obj.name, num_classes),
             "benchmark": cfg.data.benchmark, "pipeline": cfg.data.pipeline,
             "layout": layout_obj.name, "joints": layout_obj.num_joints, "persons": "fold",
             "encoding": {"text": mf.encoding_text(net),
@@ -220,7 +220,8 @@ def _manifest(tmp: Path, net: netgraph.Network, floats: dict[str, student_io.Flo
         schema=mf.SCHEMA, tool="mksgn convert",
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         versions=mf.versions(), source=_run_info(info, info["file"]),
-        input=_input_entry(net, encoders, info["config"], info["layout"], window),
+        input=_input_entry(net, encoders, info["config"], info["layout"], info["num_classes"],
+                           window),
         num_steps=net.num_steps, time_steps=net.meta.get("time_steps"),
         readout={"group": net.readout, "logit_scale": net.meta.get("logit_scale"),
                  "classes": int(np.prod(net.group(net.readout).shape)) if net.readout else 0,

@@ -343,14 +343,21 @@ def _write_benchmark(d: Path, cfg: PrepareConfig, bench: str, cands: list[_Candi
     return counts
 
 
-def prepared_dataset(benchmark_dir: Path) -> str | None:
-    """The dataset named in a prepared benchmark directory's info.json; None when that file is
-    not there or cannot be read."""
+def prepared_dataset(benchmark_dir: Path, layout: str | None = None,
+                     num_classes: int | None = None) -> str | None:
+    """The dataset named in a prepared benchmark directory's info.json; when that file is not
+    there or cannot be read (a checkpoint converted on another machine than it was trained on),
+    the one dataset with this skeleton ``layout`` and ``num_classes``; else None."""
     try:
         p = Path(benchmark_dir) / "info.json"
-        return json.loads(p.read_text()).get("dataset") if p.is_file() else None
+        named = json.loads(p.read_text()).get("dataset") if p.is_file() else None
     except (OSError, ValueError):
-        return None
+        named = None
+    if named is not None or layout is None:
+        return named
+    fits = [s.name for s in DATASET_SPECS.values()
+            if get_layout(s.name).name == layout and s.num_classes == num_classes]
+    return fits[0] if len(fits) == 1 else None
 
 
 def prepare(cfg: PrepareConfig, on_start: Callable[[int], None] | None = None,

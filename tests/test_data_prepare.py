@@ -265,3 +265,16 @@ def test_empty_split_is_written_and_loadable(tmp_path):
     assert report.counts["xsub"] == {"train": 6, "test": 0}
     te = SkeletonDataset(tmp_path / "prep" / "xsub", "test")
     assert len(te) == 0 and te.data.shape[1:] == (3, report.t_max, 25, 2)
+
+
+def test_prepared_dataset_falls_back_to_layout_and_classes(tmp_path):
+    """A checkpoint converted where its prepared data is not (a shipped one) still names its
+    dataset: the one with its layout and class count; NTU60 and NTU120 told apart by their classes."""
+    (tmp_path / "info.json").write_text(json.dumps({"dataset": "ntu120"}))
+    assert prep.prepared_dataset(tmp_path, "ucla20", 10) == "ntu120"      # info.json first
+    gone = tmp_path / "gone"
+    assert prep.prepared_dataset(gone) is None
+    assert prep.prepared_dataset(gone, "ucla20", 10) == "ucla"
+    assert prep.prepared_dataset(gone, "ntu25", 60) == "ntu60"
+    assert prep.prepared_dataset(gone, "ntu25", 120) == "ntu120"
+    assert prep.prepared_dataset(gone, "ntu25", 8) is None

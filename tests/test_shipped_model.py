@@ -103,7 +103,12 @@ def test_shipped_checkpoint_is_the_release_one_and_loads(d):
 
 @pytest.mark.parametrize("d", STUDENTS, ids=lambda d: d.name)
 def test_convert_regenerates_the_shipped_network(d, converted):
-    assert sha256(converted[d] / "model.net") == sums(d)["model.net"]
+    """Bit for bit one of the networks measured: SHA256SUMS's (the CPU it was shipped from) or
+    the one the manifest lists for another kind of CPU (float rounding in the conversion differs
+    between CPU kinds; each listed network gave the manifest's accuracy)."""
+    man = json.loads((d / "manifest.json").read_text())
+    known = {sums(d)["model.net"], *man.get("network_sha256_on_other_cpus", {}).values()}
+    assert sha256(converted[d] / "model.net") in known
 
 
 @pytest.mark.slow
