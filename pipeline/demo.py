@@ -456,11 +456,20 @@ def demo(dataset: str, root: Path | None, out: Path | None, long_: bool, seed: i
 
 def _recipe(plan: DemoPlan, root: Path | None) -> dict:
     """What decides the data and the trained networks of a demo (not its budgets, Lava samples
-    or energy profiles, which a re-run may change): ``Stages``' recipe of the demo's OUT."""
+    or energy profiles, which a re-run may change): ``Stages``' recipe of the demo's OUT. The
+    trainings enter as the configs they run with (file and --set resolved), so an edited config
+    file counts and ``--seed 1`` is the recipe of a config whose seed is 1."""
     return {"dataset": plan.dataset, "benchmark": plan.benchmark, "synth": plan.synth,
             "root": str(root.resolve()) if root else None,
-            "teacher": [plan.teacher_config, *plan.teacher_set],
-            "student": [plan.student_config, *plan.student_set]}
+            "teacher": _run_config(plan.teacher_config, plan.teacher_set),
+            "student": _run_config(plan.student_config, plan.student_set)}
+
+
+def _run_config(config: str, sets: tuple[str, ...]) -> dict:
+    """The config a training stage runs with: CONFIGS/config after ``sets``, as a dict."""
+    from mksgn.train.cli import parse_sets
+    from mksgn.train.config import load_config, to_dict
+    return to_dict(load_config(CONFIGS / config, parse_sets(sets)))
 
 
 def _check_root(dataset: str, root: Path | None) -> None:

@@ -81,12 +81,12 @@ class Stages:
         out, file = self.out, self.out / RECIPE_FILE
         if file.exists() and not self.force:
             theirs = _read_recipe(file)
-            differ = [k for k in mine if theirs.get(k) != mine[k]]
+            differ = _first_difference(theirs, mine)
             if differ:
-                k = differ[0]
+                k, was, now = differ
                 raise click.UsageError(
-                    f"{file}: {out} holds another recipe's job ({k}: {_brief(theirs.get(k))}, "
-                    f"now {_brief(mine[k])}); give another --out, or --force to redo it")
+                    f"{file}: {out} holds another recipe's job ({k}: {_brief(was)}, "
+                    f"now {_brief(now)}); give another --out, or --force to redo it")
         elif self.file.is_file() and not self.force:
             click.echo(f"note: {out} has no {RECIPE_FILE} (a job from before it was kept); "
                        f"taken as this recipe's")
@@ -136,7 +136,21 @@ def _read_recipe(file: Path) -> dict:
     return recipe
 
 
-def _brief(value) -> str:
+def _first_difference(theirs, mine, key: str = "") -> tuple[str, object, object] | None:
+    """(dotted key, their value, mine) of the first value of ``mine`` that ``theirs`` lacks or
+    holds otherwise, descending into the objects both hold; None where none differs."""
+    if isinstance(theirs, dict) and isinstance(mine, dict):
+        for k, v in mine.items():
+            found = _first_difference(theirs.get(k), v, f"{key}.{k}" if key else k)
+            if found:
+                return found
+        return None
+    return None if theirs == mine else (key, theirs, mine)
+
+
+def _brief(value, width: int = 60) -> str:
     if isinstance(value, dict):
-        return " ".join(f"{k}={v}" for k, v in value.items())
-    return " ".join(value) if isinstance(value, list) else str(value)
+        text = " ".join(f"{k}={v}" for k, v in value.items())
+    else:
+        text = " ".join(map(str, value)) if isinstance(value, list) else str(value)
+    return text if len(text) <= width else text[:width - 3] + "..."

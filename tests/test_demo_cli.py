@@ -177,24 +177,56 @@ def test_a_re_run_into_another_recipes_out_is_refused(tmp_path, monkeypatch):
                                          "--out", str(out), *extra])
     r = run("--seed", "1")
     assert isinstance(r.exception, Started) and len(started) == 1
-    assert json.loads((out / "plan.json").read_text())["student"] == [
-        "ucla_cpu_student.yaml", "seed=1"]
+    student = json.loads((out / "plan.json").read_text())["student"]
+    assert (student["kind"], student["seed"], student["optim"]["epochs"]) == ("student", 1, 60)
     r = run("--seed", "2")
     assert r.exit_code == 2 and len(started) == 1
-    assert (f"{out / 'plan.json'}: {out} holds another recipe's job (teacher: "
-            f"ucla_cpu_teacher.yaml seed=1, now ucla_cpu_teacher.yaml seed=2); give another "
-            f"--out, or --force to redo it") in " ".join(r.output.split())
+    assert (f"{out / 'plan.json'}: {out} holds another recipe's job (teacher.seed: 1, now 2); "
+            f"give another --out, or --force to redo it") in " ".join(r.output.split())
     r = run("--long", "--seed", "1")
-    assert r.exit_code == 2 and "optim.epochs=24" in r.output and len(started) == 1
+    assert r.exit_code == 2 and len(started) == 1
+    assert "(teacher.optim.epochs: 12, now 24)" in " ".join(r.output.split())
     assert isinstance(run("--seed", "1", "--lava-samples", "4").exception, Started)
     assert isinstance(run("--seed", "2", "--force").exception, Started) and len(started) == 3
-    assert json.loads((out / "plan.json").read_text())["teacher"][-1] == "seed=2"
+    assert json.loads((out / "plan.json").read_text())["teacher"]["seed"] == 2
     (out / "plan.json").write_text("[1, 2]")
     r = run("--seed", "2")
     assert r.exit_code == 2 and len(started) == 3
     assert "plan.json: not a recipe (a JSON object expected); --force to rewrite it" in r.output
     (out / "plan.json").write_text("{")
     assert "plan.json: not readable as a recipe" in run("--seed", "2").output
+
+
+def test_a_demo_recipe_is_the_configs_it_trains_with(tmp_path, monkeypatch):
+    """The recipe holds the resolved configs, not their file names and --set strings: no --seed
+    and --seed 1 (the configs' own seed) are one recipe, and an edited config file is another
+    one (its finished trainings were made with the old values)."""
+    import shutil
+    started = []
+
+    class Started(Exception):
+        pass
+
+    def first_stage(*args):
+        started.append(args)
+        raise Started
+    configs = tmp_path / "configs"
+    shutil.copytree(demo_module.CONFIGS, configs)
+    monkeypatch.setattr(demo_module, "CONFIGS", configs)
+    monkeypatch.setattr(demo_module, "_run_data_stages", first_stage)
+    root, out = tmp_path / "all_sqe", tmp_path / "o"
+    root.mkdir()
+
+    def run(*extra):
+        return CliRunner().invoke(demo, ["--dataset", "ucla", "--root", str(root),
+                                         "--out", str(out), *extra])
+    assert isinstance(run().exception, Started)
+    assert isinstance(run("--seed", "1").exception, Started) and len(started) == 2
+    student = configs / "ucla_cpu_student.yaml"
+    student.write_text(student.read_text().replace("lr: 2.0e-3", "lr: 1.0e-3"))
+    r = run()
+    assert r.exit_code == 2 and len(started) == 2
+    assert "(student.optim.lr: 0.002, now 0.001)" in " ".join(r.output.split())
 
 
 def test_a_forced_demo_stopped_early_leaves_nothing_finished(tmp_path):

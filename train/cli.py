@@ -12,7 +12,8 @@ __all__ = ["train", "evaluate", "summary"]
 
 
 
-def _parse_sets(sets: tuple[str, ...]) -> dict:
+def parse_sets(sets: tuple[str, ...]) -> dict:
+    """--set KEY=VALUE strings -> {dotted key: YAML value} for ``load_config``."""
     out = {}
     for s in sets:
         key, eq, value = s.partition("=")
@@ -57,7 +58,7 @@ def _run(kind: str, config: Path | None, out: Path, data: Path | None, device: s
          teacher: Path | None = None) -> None:
     from .config import ConfigError
     from .loop import close_distributed, train as train_loop
-    overrides = _parse_sets(sets)
+    overrides = parse_sets(sets)
     if data is not None:
         overrides["data.prepared"] = str(data)
     if device is not None:
