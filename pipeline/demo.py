@@ -22,6 +22,7 @@ from mksgn.files import atomic_write_json, atomic_write_text
 from mksgn.pipeline.stages import Stages, invoke
 
 CONFIGS = Path(__file__).resolve().parent.parent / "train" / "configs"
+TEACHER_GIVEN = "teacher (given)"       # the stage that adopts a --teacher checkpoint
 
 
 @dataclass
@@ -48,6 +49,8 @@ class DemoPlan:
                                     "optim.lr=0.02", "kd.soft_labels=false")
     synth: dict = field(default_factory=lambda: {"classes": 8, "subjects": 8,
                                                  "samples-per-class": 36, "frames": 40})
+    # a trained teacher to distil from instead of the teacher stage (``--teacher``)
+    teacher_checkpoint: str | None = None
     lava_samples: int = 2
     profiles: tuple[str, ...] = ("loihi", "loihi2", "cmos45nm_fp32", "cmos45nm_int8")
     # the paper-scale teacher the energy reduction is also stated against (its graph, untrained:
@@ -91,6 +94,11 @@ class DemoPlan:
         """Both trainings with ``seed`` instead of their configs'."""
         return replace(self, teacher_set=(*self.teacher_set, f"seed={seed}"),
                        student_set=(*self.student_set, f"seed={seed}"))
+
+    def given_teacher(self, checkpoint: Path) -> "DemoPlan":
+        """Distil from the trained teacher in ``checkpoint`` instead of training one."""
+        return replace(self, teacher_checkpoint=str(checkpoint),
+                       budget_s={**self.budget_s, TEACHER_GIVEN: 10})
 
     def quick(self) -> "DemoPlan":
         """The same stages at toy sizes and one epoch each: a smoke run for the tests."""
@@ -270,13 +278,18 @@ def _config_text(config: str, sets: tuple[str, ...]) -> str:
     return f"`{config}`" + (f" with `{' '.join(sets)}`" if sets else "")
 
 
+def _teacher_text(plan: DemoPlan) -> str:
+    if plan.teacher_checkpoint:
+        return f"the teacher trained earlier in `{plan.teacher_checkpoint}` (not trained here)"
+    return _config_text(plan.teacher_config, plan.teacher_set)
+
+
 def write_report(out: Path, s: Summary, plan: DemoPlan) -> Path:
     data = _DATA_TEXT[s.dataset].format(gen=plan.synth.get("classes", "?"), classes=s.classes,
                                         train=s.train_samples, test=s.test_samples)
     lines = [
         "# mksgn demo report", "",
-        f"{data}{' — quick mode' if s.quick else ''}. Configs: "
-        f"{_config_text(plan.teacher_config, plan.teacher_set)}, "
+        f"{data}{' — quick mode' if s.quick else ''}. Configs: {_teacher_text(plan)}, "
         f"{_config_text(plan.student_config, plan.student_set)}.",
         "", "## Accuracy (test split)", "",
         "The last epoch of each run is converted and reported; the best epoch's test accuracy "
@@ -408,12 +421,17 @@ def _default_out(dataset: str, long: bool, quick: bool = False) -> Path:
 @click.option("--seed", type=int, default=None,
               help="Seed of both trainings (default: the configs', 1); give each seed its own "
                    "--out (an OUT trained with another recipe is refused).")
+@click.option("--teacher", "teacher_ckpt", type=click.Path(exists=True, path_type=Path),
+              default=None,
+              help="Distil from this trained teacher (a checkpoint, or a run directory: its "
+                   "last.pt) instead of training one, e.g. models/ucla-xview-teacher/"
+                   "teacher.pt.")
 @click.option("--quick", is_flag=True, help="Tiny sizes and one epoch: a smoke run in about a minute.")
 @click.option("--force", is_flag=True, help="Redo every stage, even those finished earlier.")
 @click.option("--lava-samples", type=click.IntRange(min=1), default=None,
               help="Test samples run in Lava (slow, bit-accurate). Default 2 (quick: 1).")
 def demo(dataset: str, root: Path | None, out: Path | None, long_: bool, seed: int | None,
-         quick: bool, force: bool, lava_samples: int | None) -> None:
+         teacher_ckpt: Path | None, quick: bool, force: bool, lava_samples: int | None) -> None:
     """Run the whole pipeline and write a report under OUT.
 
     \b
@@ -423,6 +441,8 @@ def demo(dataset: str, root: Path | None, out: Path | None, long_: bool, seed: i
       mksgn demo                                    # synthetic data, ~9 min on 2 cores
       mksgn demo --dataset ucla --root all_sqe      # real NW-UCLA, <= 100 min on 2 cores
       mksgn demo --dataset ucla --long --root all_sqe   # the long recipe, <= 150 min
+      mksgn demo --dataset ucla --root all_sqe --teacher models/ucla-xview-teacher/teacher.pt
+                                                    # distil from the shipped teacher
     An interrupted demo re-run with the same arguments reuses the finished stages and goes on
     training from the last finished epoch.
     """
@@ -440,6 +460,8 @@ def demo(dataset: str, root: Path | None, out: Path | None, long_: bool, seed: i
         plan = plan.quick()
     if seed is not None:
         plan = plan.seeded(seed)
+    if teacher_ckpt is not None:
+        plan = plan.given_teacher(given_teacher(teacher_ckpt))
     if lava_samples:
         plan.lava_samples = lava_samples
     dirs = _DemoDirs.under(out or _default_out(dataset, long_, quick))
@@ -461,8 +483,16 @@ def _recipe(plan: DemoPlan, root: Path | None) -> dict:
     file counts and ``--seed 1`` is the recipe of a config whose seed is 1."""
     return {"dataset": plan.dataset, "benchmark": plan.benchmark, "synth": plan.synth,
             "root": str(root.resolve()) if root else None,
-            "teacher": _run_config(plan.teacher_config, plan.teacher_set),
+            "teacher": _teacher_recipe(plan),
             "student": _run_config(plan.student_config, plan.student_set)}
+
+
+def _teacher_recipe(plan: DemoPlan) -> dict:
+    """The teacher's part of the recipe: its config, or the bytes of a given checkpoint."""
+    if plan.teacher_checkpoint:
+        from mksgn.files import sha256
+        return {"checkpoint_sha256": sha256(plan.teacher_checkpoint)}
+    return _run_config(plan.teacher_config, plan.teacher_set)
 
 
 def _run_config(config: str, sets: tuple[str, ...]) -> dict:
@@ -536,10 +566,14 @@ def _run_model_stages(stages: Stages, plan: DemoPlan, dirs: _DemoDirs) -> None:
     def resume(run: Path) -> list[str]:     # an interrupted run continues where it stopped
         return ["--resume"] if (run / "last.pt").is_file() else []
     # the last epoch of each run (no checkpoint selection on the test split)
-    stages.run("train teacher", [teacher], lambda: invoke([
-        "train", "teacher", "--config", str(CONFIGS / plan.teacher_config),
-        "--data", str(prepared), "--out", str(teacher), *resume(teacher), *quiet,
-        *sets(plan.teacher_set)]), resumable=True)
+    if plan.teacher_checkpoint:
+        stages.run(TEACHER_GIVEN, [teacher], lambda: adopt_teacher(
+            Path(plan.teacher_checkpoint), teacher, prepared / plan.benchmark / "info.json"))
+    else:
+        stages.run("train teacher", [teacher], lambda: invoke([
+            "train", "teacher", "--config", str(CONFIGS / plan.teacher_config),
+            "--data", str(prepared), "--out", str(teacher), *resume(teacher), *quiet,
+            *sets(plan.teacher_set)]), resumable=True)
     stages.run("train student", [student], lambda: invoke([
         "train", "student", "--config", str(CONFIGS / plan.student_config),
         "--data", str(prepared), "--teacher", str(teacher / "last.pt"), "--out", str(student),
@@ -559,6 +593,56 @@ def _run_model_stages(stages: Stages, plan: DemoPlan, dirs: _DemoDirs) -> None:
         "energy", str(conv), "--activity", str(sim_fast), "--out", str(energy),
         "--reference-teacher", str(paper_teacher / "teacher.onnx"),
         *[a for p in plan.profiles for a in ("--profile", p)]]))
+
+
+def adopt_teacher(checkpoint: Path, run: Path, data_info: Path) -> None:
+    """Make ``run`` the run directory of a trained teacher of the data ``data_info`` describes
+    (a prepared benchmark's info.json): its checkpoint as last.pt and the metrics it was saved
+    with as metrics.json (what the later stages and the report read); all or nothing."""
+    import shutil
+    import tempfile
+    ckpt, info = teacher_info(checkpoint), json.loads(data_info.read_text())
+    for key in ("layout", "num_classes"):
+        if ckpt.get(key) != info[key]:
+            raise click.ClickException(
+                f"--teacher {checkpoint}: trained for {key} {ckpt.get(key)}, the data "
+                f"({data_info.parent}) has {info[key]}")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{run.name}-", dir=run.parent))
+    try:
+        shutil.copyfile(checkpoint, tmp / "last.pt")
+        _write_json(tmp / "metrics.json", {"epochs": ckpt["metrics"],
+                                           "adopted_from": str(checkpoint)})
+        shutil.rmtree(run, ignore_errors=True)
+        tmp.rename(run)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def given_teacher(path: Path) -> Path:
+    """The checkpoint ``--teacher`` names (a run directory: its last.pt), checked to be a
+    trained teacher's."""
+    from mksgn.train.checkpoint import resolve
+    try:
+        checkpoint = resolve(path).resolve()
+    except FileNotFoundError as e:
+        raise click.BadParameter(str(e), param_hint="--teacher") from None
+    teacher_info(checkpoint)
+    return checkpoint
+
+
+def teacher_info(checkpoint: Path) -> dict:
+    """The checkpoint of a trained teacher, loaded; a one-line error if it is not one."""
+    from mksgn.train.checkpoint import load_checkpoint
+    try:
+        ckpt = load_checkpoint(checkpoint)
+    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same one-line refusal
+        raise click.BadParameter(f"{checkpoint}: not a readable checkpoint ({e})",
+                                 param_hint="--teacher") from None
+    if not isinstance(ckpt, dict) or ckpt.get("kind") != "teacher":
+        kind = ckpt.get("kind") if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise click.BadParameter(f"{checkpoint}: a {kind} checkpoint, not a teacher's",
+                                 param_hint="--teacher")
+    return ckpt
 
 
 def _summarize(dirs: _DemoDirs, plan: DemoPlan, dataset: str, quick: bool,

@@ -53,3 +53,19 @@ def test_demo_quick_end_to_end_and_rerun_reuses_stages(tmp_path):
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert second.stdout.count("done earlier") >= 8
     assert (out / "convert" / "model.net").stat().st_mtime_ns == model_mtime
+
+    # distilling from the teacher this demo trained, into another OUT: no teacher is trained,
+    # the student learns from the same teacher file, and the report says where it came from
+    again = tmp_path / "again"
+    third = subprocess.run([*MKSGN, "demo", "--quick", "--out", str(again),
+                            "--teacher", str(out / "teacher")],
+                           capture_output=True, text=True, timeout=900)
+    assert third.returncode == 0, third.stdout[-3000:] + third.stderr[-3000:]
+    stages = json.loads((again / "stages.json").read_text())
+    assert "teacher (given)" in stages and "train teacher" not in stages
+    assert (again / "teacher" / "last.pt").read_bytes() == \
+        (out / "teacher" / "last.pt").read_bytes()
+    assert json.loads((again / "summary.json").read_text())["teacher_accuracy"] == \
+        summary["teacher_accuracy"]
+    assert f"`{(out / 'teacher' / 'last.pt').resolve()}` (not trained here)" in \
+        (again / "report.md").read_text()

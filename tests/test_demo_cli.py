@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -283,3 +284,94 @@ def test_a_terminated_resumable_stage_records_its_time(tmp_path):
             proc.kill()
         spent = json.loads((out / "stages.json").read_text())["unfinished"]["train"]
         assert spent >= 0.5
+
+
+@pytest.fixture(scope="module")
+def tiny_teacher_run(tmp_path_factory):
+    """A tiny prepared benchmark (ucla20 layout, 4 classes) and teacher/student runs on it."""
+    from train_fakes import tiny_runs
+    root = tmp_path_factory.mktemp("tiny")
+    return tiny_runs(root), root
+
+
+def test_a_given_teacher_must_be_a_teachers_checkpoint(tiny_teacher_run, tmp_path):
+    from mksgn.pipeline.demo import given_teacher
+    _, root = tiny_teacher_run
+    assert given_teacher(root / "teacher") == (root / "teacher" / "last.pt").resolve()
+    with pytest.raises(click.BadParameter, match="a student checkpoint, not a teacher's"):
+        given_teacher(root / "student")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(click.BadParameter, match="no last.pt or best.pt in this run directory"):
+        given_teacher(tmp_path / "empty")
+    (tmp_path / "junk.pt").write_text("not a checkpoint")
+    with pytest.raises(click.BadParameter, match="junk.pt: not a readable checkpoint"):
+        given_teacher(tmp_path / "junk.pt")
+
+
+def test_an_adopted_teacher_is_a_run_directory_of_its_checkpoint(tiny_teacher_run, tmp_path):
+    """The later stages read OUT/teacher/last.pt and metrics.json as if trained there; a teacher
+    of other data is refused and leaves nothing."""
+    import json
+    import torch
+    from mksgn.pipeline.demo import _last_acc, adopt_teacher
+    prep, root = tiny_teacher_run
+    info = prep / "xsub" / "info.json"
+    adopt_teacher(root / "teacher" / "last.pt", tmp_path / "teacher", info)
+    assert (tmp_path / "teacher" / "last.pt").read_bytes() == \
+        (root / "teacher" / "last.pt").read_bytes()
+    trained = json.loads((root / "teacher" / "metrics.json").read_text())["epochs"]
+    assert _last_acc(tmp_path / "teacher") == trained[-1]["test_acc"]
+    other = tmp_path / "info.json"
+    other.write_text(json.dumps({**json.loads(info.read_text()), "num_classes": 60}))
+    with pytest.raises(click.ClickException, match="trained for num_classes 4, the data"):
+        adopt_teacher(root / "teacher" / "last.pt", tmp_path / "t2", other)
+    assert not (tmp_path / "t2").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    assert torch.load(tmp_path / "teacher" / "last.pt", weights_only=True)["kind"] == "teacher"
+
+
+def test_a_demo_with_a_given_teacher_skips_training_one(tiny_teacher_run, tmp_path, monkeypatch):
+    """--teacher: the recipe holds the checkpoint's checksum instead of a teacher config (a
+    re-run with another teacher is refused), the teacher is adopted instead of trained, and the
+    student is distilled from OUT/teacher/last.pt."""
+    import json
+    import shutil
+    from dataclasses import replace
+
+    import torch
+
+    from mksgn.files import sha256
+    prep, root = tiny_teacher_run
+    calls = []
+
+    class Started(Exception):
+        pass
+
+    def first_training(args):
+        calls.append(args)
+        raise Started
+    monkeypatch.setattr(demo_module, "_run_data_stages", lambda stages, plan, dataset, root,
+                        dirs: shutil.copytree(prep, dirs.prepared, dirs_exist_ok=True))
+    monkeypatch.setattr(demo_module, "invoke", first_training)
+    monkeypatch.setitem(demo_module.PLANS, "ucla",
+                        lambda: replace(DemoPlan.synthetic(), dataset="ucla"))
+    data, out = tmp_path / "all_sqe", tmp_path / "o"
+    data.mkdir()
+
+    def run(teacher):
+        return CliRunner().invoke(demo, ["--dataset", "ucla", "--root", str(data), "--out",
+                                         str(out), "--teacher", str(teacher)])
+    r = run(root / "teacher")
+    assert isinstance(r.exception, Started), r.output
+    recipe = json.loads((out / "plan.json").read_text())
+    assert recipe["teacher"] == {"checkpoint_sha256": sha256(root / "teacher" / "last.pt")}
+    assert json.loads((out / "stages.json").read_text())["teacher (given)"] >= 0
+    assert calls[0][:2] == ["train", "student"]
+    assert calls[0][calls[0].index("--teacher") + 1] == str(out / "teacher" / "last.pt")
+    other = torch.load(root / "teacher" / "last.pt", weights_only=True)
+    other["epoch"] += 1
+    torch.save(other, tmp_path / "other.pt")
+    r = run(tmp_path / "other.pt")
+    assert r.exit_code == 2 and "(teacher.checkpoint_sha256: " in r.output and len(calls) == 1
+    r = run(root / "student" / "last.pt")
+    assert r.exit_code == 2 and "not a teacher's" in r.output
