@@ -26,7 +26,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from mksgn.files import atomic_write_text
+from mksgn.files import atomic_write_text, replace_dir
 
 from . import ntu, ucla
 from .errors import SkeletonFileError, SkippedFile
@@ -287,15 +287,6 @@ def _write_split(d: Path, split: str, store: _RowStore, rows: list[int], t_max: 
     (d / f"{split}_meta.json").write_text(json.dumps(meta))
 
 
-def _swap_in(tmp: Path, final: Path) -> None:
-    """Replace ``final`` by the complete directory ``tmp`` (two renames)."""
-    old = final.with_name(f".{final.name}.old-{os.getpid()}")
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 @dataclass
 class _Parsed:
     """What the parse of every candidate gave: rows in ``store``; here per candidate i its frame
@@ -399,7 +390,7 @@ def prepare(cfg: PrepareConfig, on_start: Callable[[int], None] | None = None,
         store.close()
         store = None
         for bench in _benchmarks(cfg.dataset):
-            _swap_in(tmp_root / bench, cfg.out / bench)
+            replace_dir(tmp_root / bench, cfg.out / bench)
         skipped.sort(key=lambda s: s.path)
         report = PrepareReport(cfg.dataset, str(cfg.root), str(cfg.out), n_files, len(kept), t_max,
                                DATASET_SPECS[cfg.dataset].num_classes, counts, skipped,

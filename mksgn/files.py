@@ -2,16 +2,20 @@
 
 Every stage writes through ``atomic_write``: the bytes go to a temporary file in the destination's
 directory, which then replaces the destination in one ``os.replace`` (atomic on POSIX), so an
-interrupted run leaves either the old file or the new one, never a torn one.
+interrupted run leaves either the old file or the new one, never a torn one. A directory of
+files is built the same way (``staged``): in a temporary directory beside it, swapped in whole
+(``replace_dir``) only when every file is written.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 
 def atomic_write(path: str | Path, write: Callable[[str], Any]) -> None:
@@ -42,3 +46,38 @@ def sha256(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+@contextmanager
+def staged(out: str | Path) -> Iterator[Path]:
+    """Yield an empty temporary directory beside ``out``; on a normal exit it replaces ``out``
+    (``replace_dir``), on any error it is removed and ``out`` is left as it was."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def replace_dir(tmp: str | Path, out: str | Path) -> None:
+    """Move the finished directory ``tmp`` to ``out`` (replacing it), as atomically as a
+    directory can be: ``out`` is either the old or the new content, never a mix."""
+    tmp, out = Path(tmp), Path(out)
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+    try:
+        os.replace(tmp, out)
+    except BaseException:
+        if old is not None:
+            os.replace(old, out)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

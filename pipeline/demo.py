@@ -1,7 +1,8 @@
 """``mksgn demo``: every stage of the pipeline in one command, on generated NTU-format data or
 on real NW-UCLA skeletons (``--dataset ucla --root DIR``).
 
-[data synth ->] data prepare -> train teacher -> train student (KD) -> convert -> simulate (fast
+[data synth ->] data prepare -> train teacher (or adopt a given one) -> train student (KD) ->
+convert -> simulate (fast
 engine, whole test split; Lava, a handful of samples) -> spike agreement (PyTorch vs fast vs Lava,
 every group and step) -> energy (loihi, cmos45nm_fp32, ...) -> summary + Markdown report.
 
@@ -18,8 +19,8 @@ from pathlib import Path
 
 import click
 
-from mksgn.files import atomic_write_json, atomic_write_text
-from mksgn.pipeline.stages import Stages, invoke
+from mksgn.files import atomic_write_json, atomic_write_text, staged
+from mksgn.pipeline.stages import RECIPE_FILE, Stages, invoke
 
 CONFIGS = Path(__file__).resolve().parent.parent / "train" / "configs"
 TEACHER_GIVEN = "teacher (given)"       # the stage that adopts a --teacher checkpoint
@@ -97,8 +98,9 @@ class DemoPlan:
 
     def given_teacher(self, checkpoint: Path) -> "DemoPlan":
         """Distil from the trained teacher in ``checkpoint`` instead of training one."""
+        budget = {k: v for k, v in self.budget_s.items() if k != "train teacher"}
         return replace(self, teacher_checkpoint=str(checkpoint),
-                       budget_s={**self.budget_s, TEACHER_GIVEN: 10})
+                       budget_s={**budget, TEACHER_GIVEN: 10})
 
     def quick(self) -> "DemoPlan":
         """The same stages at toy sizes and one epoch each: a smoke run for the tests."""
@@ -131,6 +133,7 @@ class Summary:
     benchmark: str = ""
     train_samples: int = 0
     test_samples: int = 0
+    teacher_checkpoint: str | None = None          # --teacher: the one adopted, not trained here
     teacher_accuracy: float | None = None
     student_accuracy: float | None = None          # PyTorch student (quantisation-aware, eval)
     fast_accuracy: float | None = None             # fast integer engine, whole test split
@@ -304,7 +307,7 @@ def write_report(out: Path, s: Summary, plan: DemoPlan) -> Path:
         f"Predictions fast engine vs PyTorch on the whole test split: "
         f"{_pct(s.prediction_agreement_fast_vs_pytorch)}.",
         "", "## Energy per sample", "",
-        "Reductions are against the teacher trained here and against the paper-scale teacher "
+        "Reductions are against the student's teacher and against the paper-scale teacher "
         f"configuration (`{plan.reference_teacher}`, MACs counted from its graph, untrained), "
         "both priced on the 45 nm fp32 convention (the paper's).", "",
         "Time per sample: the student on a profile with a latency model (a per-step barrier "
@@ -378,7 +381,7 @@ def energy_lines(energy: dict) -> list[str]:
         return []
     first = next(iter(energy.values()))
     paper = first.get("paper_teacher_j")
-    rows = [("teacher trained here", first["teacher_j"], "", "")]
+    rows = [("the student's teacher", first["teacher_j"], "", "")]
     if paper is not None:
         rows.append(("paper-scale teacher", paper, "", ""))
     for name, e in energy.items():
@@ -389,7 +392,7 @@ def energy_lines(energy: dict) -> list[str]:
     if paper is not None:
         what += f"; the paper-scale teacher is {first.get('paper_teacher')}'s graph, untrained"
     w = max(len(r[0]) for r in rows)
-    head = [f"  {'':<{w}}  {'µJ':>10}  {'vs teacher here':<15}"
+    head = [f"  {'':<{w}}  {'µJ':>10}  {'vs its teacher':<15}"
             + ("  vs paper-scale" if paper is not None else "")]
     times = [f"{name} {e['student_s'] * 1e3:.3f} ms" for name, e in energy.items()
              if e.get("student_s") is not None]
@@ -419,8 +422,9 @@ def _default_out(dataset: str, long: bool, quick: bool = False) -> Path:
               help="--dataset ucla: the long recipe (teacher 24 epochs, student 72; <= 150 min "
                    "on 2 cores). Interrupted, it goes on from the last epoch when re-run.")
 @click.option("--seed", type=int, default=None,
-              help="Seed of both trainings (default: the configs', 1); give each seed its own "
-                   "--out (an OUT trained with another recipe is refused).")
+              help="Seed of both trainings (of the student's with --teacher; default: the "
+                   "configs', 1); give each seed its own --out (an OUT trained with another "
+                   "recipe is refused).")
 @click.option("--teacher", "teacher_ckpt", type=click.Path(exists=True, path_type=Path),
               default=None,
               help="Distil from this trained teacher (a checkpoint, or a run directory: its "
@@ -461,10 +465,12 @@ def demo(dataset: str, root: Path | None, out: Path | None, long_: bool, seed: i
     if seed is not None:
         plan = plan.seeded(seed)
     if teacher_ckpt is not None:
-        plan = plan.given_teacher(given_teacher(teacher_ckpt))
+        plan = plan.given_teacher(given_teacher(teacher_ckpt, plan.benchmark))
     if lava_samples:
         plan.lava_samples = lava_samples
     dirs = _DemoDirs.under(out or _default_out(dataset, long_, quick))
+    _refuse_teacher_inside(plan, dirs)
+    _upgrade_recipe(dirs.out)
     stages = Stages(dirs.out, force, recipe=_recipe(plan, root))
     _run_data_stages(stages, plan, dataset, root, dirs)
     _run_model_stages(stages, plan, dirs)
@@ -491,15 +497,31 @@ def _teacher_recipe(plan: DemoPlan) -> dict:
     """The teacher's part of the recipe: its config, or the bytes of a given checkpoint."""
     if plan.teacher_checkpoint:
         from mksgn.files import sha256
-        return {"checkpoint_sha256": sha256(plan.teacher_checkpoint)}
+        return {"source": "checkpoint", "sha256": sha256(plan.teacher_checkpoint)}
     return _run_config(plan.teacher_config, plan.teacher_set)
 
 
 def _run_config(config: str, sets: tuple[str, ...]) -> dict:
-    """The config a training stage runs with: CONFIGS/config after ``sets``, as a dict."""
-    from mksgn.train.cli import parse_sets
-    from mksgn.train.config import load_config, to_dict
-    return to_dict(load_config(CONFIGS / config, parse_sets(sets)))
+    """The config a training stage runs with (CONFIGS/config after ``sets``), as a recipe part."""
+    from mksgn.train.cli import load_or_exit, parse_sets
+    from mksgn.train.config import to_dict
+    return {"source": "config", **to_dict(load_or_exit(CONFIGS / config, parse_sets(sets)))}
+
+
+def _upgrade_recipe(out: Path) -> None:
+    """Rewrite an OUT/plan.json of the earlier form (each training as [config file, *--set
+    strings]) as the configs they resolve to, so that a demo started before can resume."""
+    file = out / RECIPE_FILE
+    try:
+        recipe = json.loads(file.read_text())
+    except (OSError, ValueError):
+        return                                  # none, or unreadable: Stages says so
+    if not isinstance(recipe, dict):
+        return
+    old = {k: v for k, v in recipe.items() if k in ("teacher", "student") and isinstance(v, list)}
+    if old and all(v and isinstance(v[0], str) for v in old.values()):
+        _write_json(file, {**recipe, **{k: _run_config(v[0], tuple(v[1:]))
+                                        for k, v in old.items()}})
 
 
 def _check_root(dataset: str, root: Path | None) -> None:
@@ -554,8 +576,8 @@ def _run_data_stages(stages: Stages, plan: DemoPlan, dataset: str, root: Path | 
 
 
 def _run_model_stages(stages: Stages, plan: DemoPlan, dirs: _DemoDirs) -> None:
-    """train teacher -> train student -> convert -> simulate -> Lava + spike agreement ->
-    paper-scale teacher graph -> energy."""
+    """train teacher (or adopt ``plan.teacher_checkpoint``) -> train student -> convert ->
+    simulate -> Lava + spike agreement -> paper-scale teacher graph -> energy."""
     prepared, teacher, student, conv = dirs.prepared, dirs.teacher, dirs.student, dirs.conv
     sim_fast, energy, agreement_file = dirs.sim_fast, dirs.energy, dirs.agreement_file
     paper_teacher = dirs.paper_teacher
@@ -567,8 +589,8 @@ def _run_model_stages(stages: Stages, plan: DemoPlan, dirs: _DemoDirs) -> None:
         return ["--resume"] if (run / "last.pt").is_file() else []
     # the last epoch of each run (no checkpoint selection on the test split)
     if plan.teacher_checkpoint:
-        stages.run(TEACHER_GIVEN, [teacher], lambda: adopt_teacher(
-            Path(plan.teacher_checkpoint), teacher, prepared / plan.benchmark / "info.json"))
+        stages.run(TEACHER_GIVEN, [teacher],
+                   lambda: adopt_teacher(Path(plan.teacher_checkpoint), teacher))
     else:
         stages.run("train teacher", [teacher], lambda: invoke([
             "train", "teacher", "--config", str(CONFIGS / plan.teacher_config),
@@ -595,54 +617,45 @@ def _run_model_stages(stages: Stages, plan: DemoPlan, dirs: _DemoDirs) -> None:
         *[a for p in plan.profiles for a in ("--profile", p)]]))
 
 
-def adopt_teacher(checkpoint: Path, run: Path, data_info: Path) -> None:
-    """Make ``run`` the run directory of a trained teacher of the data ``data_info`` describes
-    (a prepared benchmark's info.json): its checkpoint as last.pt and the metrics it was saved
-    with as metrics.json (what the later stages and the report read); all or nothing."""
+def adopt_teacher(checkpoint: Path, run: Path) -> None:
+    """Make ``run`` the run directory of the trained teacher in ``checkpoint``: the file as
+    last.pt and the metrics it was saved with as metrics.json (what the later stages and the
+    report read); all or nothing. The student's training checks it fits the data."""
     import shutil
-    import tempfile
-    ckpt, info = teacher_info(checkpoint), json.loads(data_info.read_text())
-    for key in ("layout", "num_classes"):
-        if ckpt.get(key) != info[key]:
-            raise click.ClickException(
-                f"--teacher {checkpoint}: trained for {key} {ckpt.get(key)}, the data "
-                f"({data_info.parent}) has {info[key]}")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{run.name}-", dir=run.parent))
-    try:
+    metrics = _load_checkpoint(checkpoint).get("metrics", [])
+    with staged(run) as tmp:
         shutil.copyfile(checkpoint, tmp / "last.pt")
-        _write_json(tmp / "metrics.json", {"epochs": ckpt["metrics"],
-                                           "adopted_from": str(checkpoint)})
-        shutil.rmtree(run, ignore_errors=True)
-        tmp.rename(run)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _write_json(tmp / "metrics.json", {"epochs": metrics, "adopted_from": str(checkpoint)})
 
 
-def given_teacher(path: Path) -> Path:
-    """The checkpoint ``--teacher`` names (a run directory: its last.pt), checked to be a
-    trained teacher's."""
-    from mksgn.train.checkpoint import resolve
+def given_teacher(path: Path, benchmark: str) -> Path:
+    """The checkpoint ``--teacher`` names (a run directory: its last.pt), refused in one line
+    unless it is a trained teacher of ``benchmark`` (one trained on another split of the same
+    skeletons may have learnt from this one's test samples)."""
+    from mksgn.convert.student_io import ConvertError, load
     try:
-        checkpoint = resolve(path).resolve()
-    except FileNotFoundError as e:
+        _, info = load(path, "teacher")
+    except ConvertError as e:
         raise click.BadParameter(str(e), param_hint="--teacher") from None
-    teacher_info(checkpoint)
-    return checkpoint
+    theirs = info["config"].data.benchmark
+    if theirs != benchmark:
+        raise click.BadParameter(f"{info['file']}: a teacher of the {theirs} benchmark; this "
+                                 f"demo's is {benchmark}", param_hint="--teacher")
+    return Path(info["file"]).resolve()
 
 
-def teacher_info(checkpoint: Path) -> dict:
-    """The checkpoint of a trained teacher, loaded; a one-line error if it is not one."""
+def _load_checkpoint(checkpoint: Path) -> dict:
     from mksgn.train.checkpoint import load_checkpoint
-    try:
-        ckpt = load_checkpoint(checkpoint)
-    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same one-line refusal
-        raise click.BadParameter(f"{checkpoint}: not a readable checkpoint ({e})",
-                                 param_hint="--teacher") from None
-    if not isinstance(ckpt, dict) or ckpt.get("kind") != "teacher":
-        kind = ckpt.get("kind") if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise click.BadParameter(f"{checkpoint}: a {kind} checkpoint, not a teacher's",
+    return load_checkpoint(checkpoint)
+
+
+def _refuse_teacher_inside(plan: DemoPlan, dirs: "_DemoDirs") -> None:
+    """A given teacher inside the OUT/teacher it is to be adopted as would be removed first."""
+    if plan.teacher_checkpoint and dirs.teacher.resolve() in \
+            Path(plan.teacher_checkpoint).resolve().parents:
+        raise click.BadParameter(f"{plan.teacher_checkpoint}: inside {dirs.teacher}, where the "
+                                 f"demo adopts its teacher; copy it elsewhere first",
                                  param_hint="--teacher")
-    return ckpt
 
 
 def _summarize(dirs: _DemoDirs, plan: DemoPlan, dataset: str, quick: bool,
@@ -657,6 +670,7 @@ def _summarize(dirs: _DemoDirs, plan: DemoPlan, dataset: str, quick: bool,
         out=str(dirs.out), quick=quick, classes=int(info["num_classes"]), dataset=dataset,
         benchmark=plan.benchmark,
         train_samples=int(counts.get("train", 0)), test_samples=int(counts.get("test", 0)),
+        teacher_checkpoint=plan.teacher_checkpoint,
         teacher_accuracy=_last_acc(teacher), student_accuracy=_last_acc(student),
         fast_accuracy=fast.get("accuracy"), lava_accuracy=agree.get("lava_accuracy"),
         lava_samples=int(agree.get("samples", 0)),

@@ -149,6 +149,8 @@ def _first_difference(theirs, mine, key: str = "") -> tuple[str, object, object]
 
 
 def _brief(value, width: int = 60) -> str:
+    if value is None:
+        return "(none)"
     if isinstance(value, dict):
         text = " ".join(f"{k}={v}" for k, v in value.items())
     else:

@@ -46,8 +46,8 @@ def test_energy_lines_say_what_is_compared_with_what():
         "Energy per sample: the student from its spikes on each profile, the teachers",
         "from their MACs on cmos45nm_fp32 (the paper's convention); the paper-scale",
         "teacher is ntu60_xsub_teacher.yaml's graph, untrained.",
-        "                                    µJ  vs teacher here  vs paper-scale",
-        "  teacher trained here          450.00",
+        "                                    µJ  vs its teacher   vs paper-scale",
+        "  the student's teacher         450.00",
         "  paper-scale teacher        36,000.00",
         "  student on loihi            1,940.00  4.31x more       94.61% less",
         "  student on cmos45nm_fp32       65.20  85.51% less      99.82% less",
@@ -179,7 +179,8 @@ def test_a_re_run_into_another_recipes_out_is_refused(tmp_path, monkeypatch):
     r = run("--seed", "1")
     assert isinstance(r.exception, Started) and len(started) == 1
     student = json.loads((out / "plan.json").read_text())["student"]
-    assert (student["kind"], student["seed"], student["optim"]["epochs"]) == ("student", 1, 60)
+    assert (student["source"], student["kind"], student["seed"], student["optim"]["epochs"]) == (
+        "config", "student", 1, 60)
     r = run("--seed", "2")
     assert r.exit_code == 2 and len(started) == 1
     assert (f"{out / 'plan.json'}: {out} holds another recipe's job (teacher.seed: 1, now 2); "
@@ -294,58 +295,53 @@ def tiny_teacher_run(tmp_path_factory):
     return tiny_runs(root), root
 
 
-def test_a_given_teacher_must_be_a_teachers_checkpoint(tiny_teacher_run, tmp_path):
+def test_a_given_teacher_must_be_a_teachers_checkpoint_of_the_benchmark(tiny_teacher_run,
+                                                                          tmp_path):
     from mksgn.pipeline.demo import given_teacher
     _, root = tiny_teacher_run
-    assert given_teacher(root / "teacher") == (root / "teacher" / "last.pt").resolve()
-    with pytest.raises(click.BadParameter, match="a student checkpoint, not a teacher's"):
-        given_teacher(root / "student")
+    assert given_teacher(root / "teacher", "xsub") == (root / "teacher" / "last.pt").resolve()
+    with pytest.raises(click.BadParameter, match="a 'student' checkpoint where a teacher is"):
+        given_teacher(root / "student", "xsub")
+    with pytest.raises(click.BadParameter, match="a teacher of the xsub benchmark; this demo's "
+                                                 "is xview"):
+        given_teacher(root / "teacher", "xview")
     (tmp_path / "empty").mkdir()
     with pytest.raises(click.BadParameter, match="no last.pt or best.pt in this run directory"):
-        given_teacher(tmp_path / "empty")
+        given_teacher(tmp_path / "empty", "xsub")
     (tmp_path / "junk.pt").write_text("not a checkpoint")
-    with pytest.raises(click.BadParameter, match="junk.pt: not a readable checkpoint"):
-        given_teacher(tmp_path / "junk.pt")
+    with pytest.raises(click.BadParameter, match="junk.pt: not a readable checkpoint") as e:
+        given_teacher(tmp_path / "junk.pt", "xsub")
+    assert "\n" not in str(e.value)
 
 
 def test_an_adopted_teacher_is_a_run_directory_of_its_checkpoint(tiny_teacher_run, tmp_path):
-    """The later stages read OUT/teacher/last.pt and metrics.json as if trained there; a teacher
-    of other data is refused and leaves nothing."""
+    """The later stages read OUT/teacher/last.pt and metrics.json as if trained there; adopting
+    replaces a run directory whole, and a failed adoption leaves the old one as it was."""
     import json
-    import torch
     from mksgn.pipeline.demo import _last_acc, adopt_teacher
-    prep, root = tiny_teacher_run
-    info = prep / "xsub" / "info.json"
-    adopt_teacher(root / "teacher" / "last.pt", tmp_path / "teacher", info)
-    assert (tmp_path / "teacher" / "last.pt").read_bytes() == \
-        (root / "teacher" / "last.pt").read_bytes()
+    _, root = tiny_teacher_run
+    run = tmp_path / "teacher"
+    run.mkdir()
+    (run / "stale.pt").write_text("from an earlier job")
+    adopt_teacher(root / "teacher" / "last.pt", run)
+    assert sorted(p.name for p in run.iterdir()) == ["last.pt", "metrics.json"]
+    assert (run / "last.pt").read_bytes() == (root / "teacher" / "last.pt").read_bytes()
     trained = json.loads((root / "teacher" / "metrics.json").read_text())["epochs"]
-    assert _last_acc(tmp_path / "teacher") == trained[-1]["test_acc"]
-    other = tmp_path / "info.json"
-    other.write_text(json.dumps({**json.loads(info.read_text()), "num_classes": 60}))
-    with pytest.raises(click.ClickException, match="trained for num_classes 4, the data"):
-        adopt_teacher(root / "teacher" / "last.pt", tmp_path / "t2", other)
-    assert not (tmp_path / "t2").exists()
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
-    assert torch.load(tmp_path / "teacher" / "last.pt", weights_only=True)["kind"] == "teacher"
+    assert _last_acc(run) == trained[-1]["test_acc"]
+    with pytest.raises(FileNotFoundError):
+        adopt_teacher(tmp_path / "gone.pt", run)
+    assert (run / "last.pt").read_bytes() == (root / "teacher" / "last.pt").read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["teacher"]
 
 
-def test_a_demo_with_a_given_teacher_skips_training_one(tiny_teacher_run, tmp_path, monkeypatch):
-    """--teacher: the recipe holds the checkpoint's checksum instead of a teacher config (a
-    re-run with another teacher is refused), the teacher is adopted instead of trained, and the
-    student is distilled from OUT/teacher/last.pt."""
-    import json
+@pytest.fixture
+def demo_until_training(tiny_teacher_run, tmp_path, monkeypatch):
+    """`mksgn demo --dataset ucla ARGS` run until its first training starts (the data stage
+    copies the tiny benchmark; the plan is the synthetic one): (run, invoke's calls, OUT)."""
     import shutil
     from dataclasses import replace
-
-    import torch
-
-    from mksgn.files import sha256
-    prep, root = tiny_teacher_run
+    prep, _ = tiny_teacher_run
     calls = []
-
-    class Started(Exception):
-        pass
 
     def first_training(args):
         calls.append(args)
@@ -358,20 +354,63 @@ def test_a_demo_with_a_given_teacher_skips_training_one(tiny_teacher_run, tmp_pa
     data, out = tmp_path / "all_sqe", tmp_path / "o"
     data.mkdir()
 
-    def run(teacher):
+    def run(*args):
         return CliRunner().invoke(demo, ["--dataset", "ucla", "--root", str(data), "--out",
-                                         str(out), "--teacher", str(teacher)])
-    r = run(root / "teacher")
+                                         str(out), *map(str, args)])
+    return run, calls, out
+
+
+class Started(Exception):
+    """Raised where a test's demo reaches its first training."""
+
+
+def test_a_demo_with_a_given_teacher_skips_training_one(tiny_teacher_run, demo_until_training,
+                                                        tmp_path):
+    """--teacher: the recipe holds the checkpoint's checksum instead of a teacher config (a
+    re-run with another teacher, or with a trained one, is refused), the teacher is adopted
+    instead of trained, and the student is distilled from OUT/teacher/last.pt."""
+    import json
+
+    import torch
+
+    from mksgn.files import sha256
+    _, root = tiny_teacher_run
+    run, calls, out = demo_until_training
+    r = run("--teacher", root / "teacher")
     assert isinstance(r.exception, Started), r.output
     recipe = json.loads((out / "plan.json").read_text())
-    assert recipe["teacher"] == {"checkpoint_sha256": sha256(root / "teacher" / "last.pt")}
-    assert json.loads((out / "stages.json").read_text())["teacher (given)"] >= 0
+    assert recipe["teacher"] == {"source": "checkpoint",
+                                 "sha256": sha256(root / "teacher" / "last.pt")}
+    done = json.loads((out / "stages.json").read_text())
+    assert "teacher (given)" in done and "train teacher" not in done
     assert calls[0][:2] == ["train", "student"]
     assert calls[0][calls[0].index("--teacher") + 1] == str(out / "teacher" / "last.pt")
     other = torch.load(root / "teacher" / "last.pt", weights_only=True)
     other["epoch"] += 1
     torch.save(other, tmp_path / "other.pt")
-    r = run(tmp_path / "other.pt")
-    assert r.exit_code == 2 and "(teacher.checkpoint_sha256: " in r.output and len(calls) == 1
-    r = run(root / "student" / "last.pt")
-    assert r.exit_code == 2 and "not a teacher's" in r.output
+    r = run("--teacher", tmp_path / "other.pt")
+    assert r.exit_code == 2 and "(teacher.sha256: " in r.output and len(calls) == 1
+    r = run()
+    assert r.exit_code == 2 and len(calls) == 1
+    assert "(teacher.source: checkpoint, now config)" in " ".join(r.output.split())
+    r = run("--teacher", out / "teacher", "--force")
+    assert r.exit_code == 2 and "where the demo adopts its teacher" in r.output
+    assert (out / "teacher" / "last.pt").is_file()              # nothing removed
+
+
+def test_a_demo_started_before_resolved_recipes_resumes(demo_until_training):
+    """An OUT/plan.json of the earlier form ([config file, *--set strings] per training) is
+    read as the configs it names: the same recipe resumes, another is refused."""
+    import json
+    run, calls, out = demo_until_training
+    out.mkdir()
+    old = {"dataset": "ucla", "benchmark": "xsub", "synth": DemoPlan.synthetic().synth,
+           "root": str((out.parent / "all_sqe").resolve()),
+           "teacher": ["synth_teacher.yaml", *DemoPlan.synthetic().teacher_set],
+           "student": ["synth_student.yaml", *DemoPlan.synthetic().student_set]}
+    (out / "plan.json").write_text(json.dumps(old))
+    assert isinstance(run().exception, Started) and calls[0][:2] == ["train", "teacher"]
+    assert json.loads((out / "plan.json").read_text())["teacher"]["source"] == "config"
+    (out / "plan.json").write_text(json.dumps({**old, "student": ["synth_student.yaml"]}))
+    r = run()
+    assert r.exit_code == 2 and len(calls) == 1 and "(student.data.window: 32, now 24)" in r.output

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from mksgn.files import atomic_write_json, atomic_write_text, sha256
+from mksgn.files import atomic_write_json, atomic_write_text, sha256, staged
 from mksgn.train.checkpoint import for_release, load_checkpoint, save_atomic
 
 MKSGN = [sys.executable, "-m", "mksgn.pipeline.cli"]
@@ -109,11 +108,8 @@ def main() -> None:
         raise SystemExit(f"{a.checkpoint}: epoch {ckpt['epoch']} of "
                          f"{ckpt['config']['optim']['epochs']}; ship the run's last epoch "
                          f"(RUN/last.pt of a finished run)")
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=a.out.parent) as tmp:
+    with staged(a.out) as stage, tempfile.TemporaryDirectory(dir=a.out.parent) as tmp:
         tmp = Path(tmp)
-        stage = tmp / "ship"
-        stage.mkdir()
         weights = stage / f"{kind}.pt"
         save_atomic(for_release(ckpt), weights)
         sums = {weights.name: sha256(weights)}
@@ -124,9 +120,6 @@ def main() -> None:
             result = evaluate(weights, a.data, tmp)
         atomic_write_json(stage / "manifest.json", manifest(ckpt, a.recipe, result))
         atomic_write_text(stage / "SHA256SUMS", "".join(f"{h}  {n}\n" for n, h in sums.items()))
-        if a.out.exists():
-            shutil.rmtree(a.out)
-        stage.rename(a.out)
     print(f"wrote {a.out}: {kind}, {result['correct']}/{result['samples']} on the test split "
           f"({result['engine']})")
 

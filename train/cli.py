@@ -23,7 +23,8 @@ def parse_sets(sets: tuple[str, ...]) -> dict:
     return out
 
 
-def _load(config: Path, sets: dict):
+def load_or_exit(config: Path, sets: dict):
+    """``load_config`` with a config error as one line for the user (a ClickException)."""
     from .config import ConfigError, load_config
     try:
         return load_config(config, sets)
@@ -70,7 +71,7 @@ def _run(kind: str, config: Path | None, out: Path, data: Path | None, device: s
         if not resume:
             raise click.UsageError("--config is required (unless --resume)")
         config = out / "config.yaml"
-    cfg = _load(config, overrides)
+    cfg = load_or_exit(config, overrides)
     if cfg.kind != kind:
         raise click.ClickException(f"{config}: kind is {cfg.kind!r}, but this is `train {kind}`")
     ok = False
@@ -192,7 +193,7 @@ def summary(source: Path, num_classes: int | None, layout_name: str | None, as_j
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
     rows = []
     if source.suffix in (".yaml", ".yml"):
-        cfg = _load(source, {})
+        cfg = load_or_exit(source, {})
         nc, lay = _classes_and_layout(cfg, num_classes, layout_name, source)
         torch.manual_seed(0)
         model = build_model(cfg.kind, cfg.model, nc, get_layout(lay))
