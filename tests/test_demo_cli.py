@@ -156,15 +156,11 @@ def test_a_resumed_stage_counts_every_sitting(tmp_path, monkeypatch):
     assert st.seconds["again"] == 10.0
 
 
-def test_a_re_run_into_another_recipes_out_is_refused(tmp_path, monkeypatch):
-    """A demo's OUT remembers the recipe that trained in it: a re-run with another seed (whose
-    finished stages it would otherwise reuse) is refused in one line before any stage runs;
-    the same recipe with other Lava samples goes on, and --force redoes it."""
-    import json
+@pytest.fixture
+def demo_until_data(tmp_path, monkeypatch):
+    """`mksgn demo --dataset ucla ARGS` run until its data stage starts: (run, the stage's
+    calls, OUT)."""
     started = []
-
-    class Started(Exception):
-        pass
 
     def first_stage(*args):
         started.append(args)
@@ -176,6 +172,19 @@ def test_a_re_run_into_another_recipes_out_is_refused(tmp_path, monkeypatch):
     def run(*extra):
         return CliRunner().invoke(demo, ["--dataset", "ucla", "--root", str(root),
                                          "--out", str(out), *extra])
+    return run, started, out
+
+
+class Started(Exception):
+    """Raised where a test's demo reaches its first stage (data, or the first training)."""
+
+
+def test_a_re_run_into_another_recipes_out_is_refused(demo_until_data):
+    """A demo's OUT remembers the recipe that trained in it: a re-run with another seed (whose
+    finished stages it would otherwise reuse) is refused in one line before any stage runs;
+    the same recipe with other Lava samples goes on, and --force redoes it."""
+    import json
+    run, started, out = demo_until_data
     r = run("--seed", "1")
     assert isinstance(r.exception, Started) and len(started) == 1
     student = json.loads((out / "plan.json").read_text())["student"]
@@ -199,29 +208,15 @@ def test_a_re_run_into_another_recipes_out_is_refused(tmp_path, monkeypatch):
     assert "plan.json: not readable as a recipe" in run("--seed", "2").output
 
 
-def test_a_demo_recipe_is_the_configs_it_trains_with(tmp_path, monkeypatch):
+def test_a_demo_recipe_is_the_configs_it_trains_with(demo_until_data, tmp_path, monkeypatch):
     """The recipe holds the resolved configs, not their file names and --set strings: no --seed
     and --seed 1 (the configs' own seed) are one recipe, and an edited config file is another
     one (its finished trainings were made with the old values)."""
     import shutil
-    started = []
-
-    class Started(Exception):
-        pass
-
-    def first_stage(*args):
-        started.append(args)
-        raise Started
     configs = tmp_path / "configs"
     shutil.copytree(demo_module.CONFIGS, configs)
     monkeypatch.setattr(demo_module, "CONFIGS", configs)
-    monkeypatch.setattr(demo_module, "_run_data_stages", first_stage)
-    root, out = tmp_path / "all_sqe", tmp_path / "o"
-    root.mkdir()
-
-    def run(*extra):
-        return CliRunner().invoke(demo, ["--dataset", "ucla", "--root", str(root),
-                                         "--out", str(out), *extra])
+    run, started, _ = demo_until_data
     assert isinstance(run().exception, Started)
     assert isinstance(run("--seed", "1").exception, Started) and len(started) == 2
     student = configs / "ucla_cpu_student.yaml"
@@ -358,10 +353,6 @@ def demo_until_training(tiny_teacher_run, tmp_path, monkeypatch):
         return CliRunner().invoke(demo, ["--dataset", "ucla", "--root", str(data), "--out",
                                          str(out), *map(str, args)])
     return run, calls, out
-
-
-class Started(Exception):
-    """Raised where a test's demo reaches its first training."""
 
 
 def test_a_demo_with_a_given_teacher_skips_training_one(tiny_teacher_run, demo_until_training,
