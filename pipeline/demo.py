@@ -402,9 +402,11 @@ def energy_lines(energy: dict) -> list[str]:
         for label, j, a, b in rows] + tail
 
 
-def _default_out(dataset: str, long: bool, quick: bool = False) -> Path:
+def _default_out(dataset: str, long: bool, quick: bool = False, given: bool = False) -> Path:
+    """runs/NAME[-long][-given-teacher][-quick]: each kind of job its own default OUT."""
     name = "demo" if dataset == "synthetic" else dataset
-    return Path(f"runs/{name}{'-long' if long else ''}{'-quick' if quick else ''}")
+    return Path(f"runs/{name}{'-long' if long else ''}{'-given-teacher' if given else ''}"
+                f"{'-quick' if quick else ''}")
 
 
 @click.command()
@@ -416,8 +418,8 @@ def _default_out(dataset: str, long: bool, quick: bool = False) -> Path:
                    "e.g. CTR-GCN's data/NW-UCLA/all_sqe).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where every stage writes (re-used on a re-run). Default: runs/demo "
-                   "(synthetic), runs/ucla (ucla), runs/ucla-long (--long); -quick after "
-                   "it with --quick.")
+                   "(synthetic), runs/ucla (ucla), runs/ucla-long (--long); -given-teacher "
+                   "after it with --teacher, -quick with --quick.")
 @click.option("--long", "long_", is_flag=True,
               help="--dataset ucla: the long recipe (teacher 24 epochs, student 72; <= 150 min "
                    "on 2 cores). Interrupted, it goes on from the last epoch when re-run.")
@@ -468,7 +470,7 @@ def demo(dataset: str, root: Path | None, out: Path | None, long_: bool, seed: i
         plan = plan.given_teacher(given_teacher(teacher_ckpt, plan.benchmark))
     if lava_samples:
         plan.lava_samples = lava_samples
-    dirs = _DemoDirs.under(out or _default_out(dataset, long_, quick))
+    dirs = _DemoDirs.under(out or _default_out(dataset, long_, quick, teacher_ckpt is not None))
     _refuse_teacher_inside(plan, dirs)
     _upgrade_recipe(dirs.out)
     stages = Stages(dirs.out, force, recipe=_recipe(plan, root))

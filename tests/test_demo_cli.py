@@ -241,6 +241,8 @@ def test_quick_demos_default_to_their_own_out():
     assert _default_out("synthetic", False) == Path("runs/demo")
     assert _default_out("synthetic", False, quick=True) == Path("runs/demo-quick")
     assert _default_out("ucla", True) == Path("runs/ucla-long")
+    # a demo from a given teacher is not refused because a plain one trained in runs/ucla
+    assert _default_out("ucla", False, given=True) == Path("runs/ucla-given-teacher")
 
 
 def test_a_terminated_resumable_stage_records_its_time(tmp_path):
