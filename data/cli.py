@@ -26,8 +26,10 @@ def data() -> None:
     """Skeleton data: NTU RGB+D 60/120 and NW-UCLA loaders, synthetic data in the same formats.
 
     \b
-    mksgn data synth   --out RAW --dataset ntu60             # demo data, real file formats
-    mksgn data prepare --dataset ntu60 --root RAW --out PREP  # parse once -> PREP/xsub, PREP/xview
+    mksgn data synth --out RAW --dataset ntu60
+        # demo data, in the real files' formats
+    mksgn data prepare --dataset ntu60 --root RAW --out PREP
+        # parse once -> PREP/xsub, PREP/xview
     """
 
 

@@ -266,7 +266,6 @@ def simulate(net_dir: Path, data: Path, split: str, samples: int | None, engine:
              timeout: float | None, train_samples: int | None = None) -> None:
     """Evaluate DIR/model.net on a prepared split: accuracy, per-layer activity, agreement.
 
-    \b
     Reads DIR/model.net (from `mksgn convert`) and DIR/manifest.json when present (input
     modalities, window, dataset, benchmark). Prints accuracy, spikes per sample and firing rate
     of every neuron group, and the agreement with the PyTorch quantised student when DIR holds

@@ -62,7 +62,8 @@ def main() -> None:
 
     \b
     Pipeline: data -> train -> convert -> deploy (simulate/run) -> energy.
-    Start with `mksgn doctor`, then `make demo` runs every stage on synthetic data.
+    Start with `mksgn doctor`; then `make demo` runs every stage on
+    synthetic data.
     """
 
 

@@ -441,16 +441,23 @@ def demo(dataset: str, root: Path | None, out: Path | None, long_: bool, seed: i
     """Run the whole pipeline and write a report under OUT.
 
     \b
-    data -> teacher -> student (distilled) -> convert -> fast engine on the whole test split
-    -> Lava fixed_pt on a few samples with a spike-by-spike check -> energy -> report.md.
+    data -> teacher -> student (distilled) -> convert -> fast engine on
+    the whole test split -> Lava fixed_pt on a few samples with a
+    spike-by-spike check -> energy -> report.md.
+
+    \b
     Examples:
-      mksgn demo                                    # synthetic data, ~9 min on 2 cores
-      mksgn demo --dataset ucla --root all_sqe      # real NW-UCLA, <= 100 min on 2 cores
-      mksgn demo --dataset ucla --long --root all_sqe   # the long recipe, <= 150 min
-      mksgn demo --dataset ucla --root all_sqe --teacher models/ucla-xview-teacher/teacher.pt
-                                                    # distil from the shipped teacher
-    An interrupted demo re-run with the same arguments reuses the finished stages and goes on
-    training from the last finished epoch.
+      mksgn demo                  # synthetic data, ~9 min on 2 cores
+      mksgn demo --dataset ucla --root all_sqe
+                                  # real NW-UCLA, <= 100 min on 2 cores
+      mksgn demo --dataset ucla --long --root all_sqe
+                                  # the long recipe, <= 150 min
+      mksgn demo --dataset ucla --root all_sqe --teacher TEACHER.pt
+                                  # distil from a trained teacher, e.g.
+                                  # models/ucla-xview-teacher/teacher.pt
+
+    An interrupted demo re-run with the same arguments reuses the finished
+    stages and goes on training from the last finished epoch.
     """
     from rich.console import Console
     console = Console()

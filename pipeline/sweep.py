@@ -343,7 +343,8 @@ def sweep(config: Path, data: Path, teacher: Path | None, init: Path | None, wei
     """Train students over energy weights and write the accuracy-energy frontier.
 
     \b
-    Each point: train (resumable) -> convert -> fast engine (test split) -> energy.
+    Each point: train (resumable) -> convert -> fast engine (test split)
+    -> energy.
     Example (NW-UCLA: the demo's student fine-tuned 5 epochs per point):
       mksgn sweep --config train/configs/ucla_cpu_student.yaml \\
         --data runs/ucla/prepared --teacher runs/ucla/teacher \\

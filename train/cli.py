@@ -91,9 +91,12 @@ def train() -> None:
     """Train the GCN teacher or the distilled spiking student.
 
     \b
-    mksgn train teacher --config train/configs/synth_teacher.yaml --data PREP/xsub --out runs/t
-    mksgn train student --config train/configs/synth_student.yaml --teacher runs/t --out runs/s
-    torchrun --nproc-per-node 2 -m mksgn.pipeline.cli train teacher ...   # DDP (gloo on CPU, NCCL on GPU)
+    mksgn train teacher --config train/configs/synth_teacher.yaml \\
+        --data PREP/xsub --out runs/t
+    mksgn train student --config train/configs/synth_student.yaml \\
+        --data PREP/xsub --teacher runs/t --out runs/s
+    torchrun --nproc-per-node 2 -m mksgn.pipeline.cli train teacher ...
+        # DDP (gloo on CPU, NCCL on GPU)
     """
 
 
