@@ -2,9 +2,9 @@
 on real NW-UCLA skeletons (``--dataset ucla --root DIR``).
 
 [data synth ->] data prepare -> train teacher (or adopt a given one) -> train student (KD) ->
-convert -> simulate (fast
-engine, whole test split; Lava, a handful of samples) -> spike agreement (PyTorch vs fast vs Lava,
-every group and step) -> energy (loihi, cmos45nm_fp32, ...) -> summary + Markdown report.
+convert -> simulate (fast engine, whole test split; Lava, a handful of samples) -> spike
+agreement (PyTorch vs fast vs Lava, every group and step) -> energy (loihi, cmos45nm_fp32, ...)
+-> summary + Markdown report.
 
 The demo drives the same ``mksgn`` verbs a user runs (so it shows them in use) and records each
 finished stage in ``OUT/stages.json``; a re-run skips finished stages unless ``--force``.
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import click
 
-from mksgn.files import atomic_write_json, atomic_write_text, staged
+from mksgn.files import atomic_write_json, atomic_write_text, sha256, staged
 from mksgn.pipeline.stages import RECIPE_FILE, Stages, invoke
 
 CONFIGS = Path(__file__).resolve().parent.parent / "train" / "configs"
@@ -505,7 +505,6 @@ def _recipe(plan: DemoPlan, root: Path | None) -> dict:
 def _teacher_recipe(plan: DemoPlan) -> dict:
     """The teacher's part of the recipe: its config, or the bytes of a given checkpoint."""
     if plan.teacher_checkpoint:
-        from mksgn.files import sha256
         return {"source": "checkpoint", "sha256": sha256(plan.teacher_checkpoint)}
     return _run_config(plan.teacher_config, plan.teacher_set)
 
@@ -631,7 +630,9 @@ def adopt_teacher(checkpoint: Path, run: Path) -> None:
     last.pt and the metrics it was saved with as metrics.json (what the later stages and the
     report read); all or nothing. The student's training checks it fits the data."""
     import shutil
-    metrics = _load_checkpoint(checkpoint).get("metrics", [])
+
+    from mksgn.train.checkpoint import load_checkpoint
+    metrics = load_checkpoint(checkpoint).get("metrics", [])
     with staged(run) as tmp:
         shutil.copyfile(checkpoint, tmp / "last.pt")
         _write_json(tmp / "metrics.json", {"epochs": metrics, "adopted_from": str(checkpoint)})
@@ -651,11 +652,6 @@ def given_teacher(path: Path, benchmark: str) -> Path:
         raise click.BadParameter(f"{info['file']}: a teacher of the {theirs} benchmark; this "
                                  f"demo's is {benchmark}", param_hint="--teacher")
     return Path(info["file"]).resolve()
-
-
-def _load_checkpoint(checkpoint: Path) -> dict:
-    from mksgn.train.checkpoint import load_checkpoint
-    return load_checkpoint(checkpoint)
 
 
 def _refuse_teacher_inside(plan: DemoPlan, dirs: "_DemoDirs") -> None:

@@ -52,7 +52,7 @@ def test_a_teacher_ships_with_its_evaluated_accuracy(runs, tmp_path):
     m = man["measured"]
     assert (m["engine"], m["correct"], m["samples"]) == (
         "pytorch", round(ev["acc"] * ev["samples"]), ev["samples"])
-    assert not list(out.parent.glob("tmp*"))            # nothing left beside it
+    assert [p.name for p in out.parent.iterdir()] == ["t"]   # no staging or temp dir left
 
 
 @pytest.mark.slow
