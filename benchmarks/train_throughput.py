@@ -11,7 +11,9 @@ Rows (random inputs of the configs' shapes, 10 classes, NW-UCLA's 20 joints; no 
 - train steps, batch 16: the student of ``train/configs/ucla_cpu_student.yaml`` without
   distillation (cross entropy + its mutual-information term), with distillation from a
   ``ucla_cpu_teacher.yaml`` teacher (random weights, frozen: the FLOPs do not depend on them),
-  the student under ``torch.autocast("cpu", bfloat16)`` and with one thread, and the teacher of
+  the same with the teacher's outputs kept (computed once before the steps, as
+  ``kd.teacher_draws`` does after its first N epochs; the ratio of the two is printed), the
+  student under ``torch.autocast("cpu", bfloat16)`` and with one thread, and the teacher of
   ``ucla_cpu_teacher.yaml`` (on all threads and on one). A step is what ``train.loop`` runs per batch: the frozen teacher's
   forward (distillation), the objective's forward (``train.loop.Objective``), backward and the
   optimiser step the config names. FLOPs are counted by ``torch.utils.flop_counter``
@@ -165,11 +167,12 @@ def _inputs(cfg: RunConfig, seed: int = 0,
 
 def train_step(cfg: RunConfig, teacher_cfg: RunConfig | None = None,
                autocast: torch.dtype | None = None,
-               dist_info: DistInfo | None = None) -> Callable[[], float]:
+               dist_info: DistInfo | None = None, kept: bool = False) -> Callable[[], float]:
     """One training step of ``cfg``'s model on a fixed random batch, as a closure returning the
     loss. Students without ``teacher_cfg`` train without distillation (CE + the MI term).
     ``dist_info``: this process's share of the batch, its objective in DDP as ``train.loop``
-    wraps it (the process group joined already)."""
+    wraps it (the process group joined already). ``kept``: the teacher's outputs computed
+    once, before the steps (``kd.teacher_draws``: its epochs after the first N)."""
     torch.manual_seed(cfg.seed)
     layout = get_layout(LAYOUT)
     model = build_model(cfg.kind, cfg.model, CLASSES, layout)
@@ -188,11 +191,15 @@ def train_step(cfg: RunConfig, teacher_cfg: RunConfig | None = None,
     opt = build_optimizer(cfg, [p for p in objective.parameters() if p.requires_grad])
     objective = wrap_distributed(objective, info, torch.device("cpu"))
     cast = (lambda: torch.autocast("cpu", dtype=autocast)) if autocast else nullcontext
+    kept_out = None
+    if kept and teacher is not None:
+        with torch.no_grad():
+            kept_out = teacher(x)
 
     def step() -> float:
         with cast():
-            t_out = None
-            if teacher is not None:
+            t_out = kept_out
+            if teacher is not None and kept_out is None:
                 with torch.no_grad():
                     t_out = teacher(x)
             loss = objective(x, y, t_out)[0]
@@ -311,6 +318,7 @@ def _step_rows(reps: int, peaks: tuple[Rate, Rate], threads: int, bf16_step: boo
     if threads > 1:     # next to the default-thread row: the load changes by the minute
         steps.append(("student, 1 thread", lambda: with_threads(1, train_step(student))))
     steps.append(("student + KD", lambda: train_step(student, teacher)))
+    steps.append(("student + KD, kept teacher", lambda: train_step(student, teacher, kept=True)))
     if bf16_step:
         steps.append(("student, bf16 autocast",
                       lambda: train_step(student, autocast=torch.bfloat16)))
@@ -322,6 +330,9 @@ def _step_rows(reps: int, peaks: tuple[Rate, Rate], threads: int, bf16_step: boo
     for name, make in steps:
         rates[name] = measure(name, make(), reps)
         print(_row(rates[name], peaks), flush=True)
+    print(f"  teacher outputs kept (kd.teacher_draws): "
+          f"{rates['student + KD'].best_s / rates['student + KD, kept teacher'].best_s:.2f}x "
+          f"the steps per second of student + KD")
     if ddp > 1:         # the same step as torchrun runs it: processes instead of threads
         kd = rates["student + KD"]
         par = ddp_rate(reps, ddp, kd.flops)

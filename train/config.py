@@ -118,6 +118,11 @@ class KDConfig:
     stages: (student block, teacher block) pairs, 0-based indices into the models' ``features``.
     The defaults pair the ends of the student's 2nd/4th/6th blocks with the teacher's 4th/7th/10th
     (the last block of each channel width): the same relative depths (1/3, 2/3, 1).
+
+    teacher_draws: 0: the teacher runs on every training batch. N > 0: the training data cycles
+    through N augmentation draws per sample (epoch e draws as epoch e mod N) and the teacher's
+    outputs on each draw are computed once and kept in memory (``train.teacher_cache``), so the
+    epochs after the first N skip its forward.
     """
     soft_labels: bool = True
     ftm: bool = True
@@ -127,6 +132,7 @@ class KDConfig:
     w_ftm: float = 1.0
     stages: tuple[tuple[int, int], ...] = ((1, 3), (3, 6), (5, 9))
     w_mi: float = 0.1
+    teacher_draws: int = 0
 
     @property
     def use_soft(self) -> bool:
@@ -182,6 +188,8 @@ class RunConfig:
             raise ConfigError(f"{where}: teacher: only student runs have a teacher")
         if self.batch_size < 1 or self.optim.epochs < 1 or self.eval_every < 1:
             raise ConfigError(f"{where}: batch_size and optim.epochs must be >= 1")
+        if self.kd.teacher_draws < 0:
+            raise ConfigError(f"{where}: kd.teacher_draws must be >= 0 (0: no kept outputs)")
         try:
             self.model.validate()
         except ValueError as e:

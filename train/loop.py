@@ -40,6 +40,7 @@ from .checkpoint import (build_model, load_checkpoint, load_model, rng_state, sa
 from .config import RunConfig, from_dict, save_config, to_dict
 from .distill import Distiller, freeze, teacher_view
 from .energy_loss import EnergyLoss, probe_batch, synapse_loads
+from .teacher_cache import Indexed, TeacherCache
 
 __all__ = ["DistInfo", "init_distributed", "close_distributed", "resolve_device", "make_datasets",
            "Objective", "wrap_distributed", "evaluate", "train", "mean_firing_rate",
@@ -130,9 +131,12 @@ class ShardSampler(Sampler[int]):
         return len(self.idx)
 
 
-def _train_loader(ds: Dataset, cfg: RunConfig, info: DistInfo) -> tuple[DataLoader, DistributedSampler]:
+def _train_loader(ds: Dataset, cfg: RunConfig, info: DistInfo,
+                  indexed: bool = False) -> tuple[DataLoader, DistributedSampler]:
+    """The shuffled training batches; ``indexed``: (x, y, sample indices) batches."""
     if cfg.batch_size % info.world:
         raise ValueError(f"batch_size {cfg.batch_size} is not divisible by {info.world} processes")
+    ds = Indexed(ds) if indexed else ds
     sampler = DistributedSampler(ds, num_replicas=info.world, rank=info.rank, shuffle=True,
                                  seed=cfg.seed)
     loader = DataLoader(ds, batch_size=cfg.batch_size // info.world, sampler=sampler,
@@ -146,11 +150,12 @@ def _eval_loader(ds: Dataset, batch_size: int, info: DistInfo, workers: int = 0)
                       num_workers=workers)
 
 
-def _set_epoch(ds: Dataset, sampler, epoch: int) -> None:
+def _set_epoch(ds: Dataset, sampler, epoch: int, draw: int | None = None) -> None:
+    """The sampler shuffles as ``epoch``; the data draws as ``draw`` (default: ``epoch``)."""
     if sampler is not None:
         sampler.set_epoch(epoch)
     if hasattr(ds, "set_epoch"):
-        ds.set_epoch(epoch)
+        ds.set_epoch(epoch if draw is None else draw)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -278,6 +283,7 @@ class _Run:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     teacher: nn.Module | None = None
+    teacher_cache: TeacherCache | None = None   # kd.teacher_draws > 0
     metrics: list[dict] = field(default_factory=list)
     start: int = 0                          # epochs done before this call
 
@@ -410,6 +416,9 @@ def _build_run(cfg: RunConfig, train_ds: Dataset, info: DistInfo, device: torch.
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cfg.optim.lr_factor)
     run = _Run(cfg, info, device, train_ds.num_classes, train_ds.layout.name, model, objective,
                objective, optimizer, scheduler, teacher)
+    if teacher is not None and cfg.kd.teacher_draws > 0:
+        run.teacher_cache = TeacherCache(teacher, distiller, cfg.kd.teacher_draws,
+                                         cfg.eval_batch_size or cfg.batch_size, device)
     if ckpt is not None:
         _restore(run, ckpt)
     run.net = wrap_distributed(objective, info, device, cfg.sync_bn)   # after the restore: DDP
@@ -480,16 +489,20 @@ class _EpochSums:
         return row
 
 
-def _train_steps(run: _Run, loader: DataLoader, advance: Callable[[str], None]) -> dict:
+def _train_steps(run: _Run, loader: DataLoader, advance: Callable[[str], None],
+                 draw: int | None = None) -> dict:
     """One pass over ``loader`` (one optimiser step per batch), then one scheduler step;
-    returns the epoch's ``train_*`` metrics. advance(stats): after each batch."""
+    returns the epoch's ``train_*`` metrics. advance(stats): after each batch. draw: the
+    augmentation draw whose kept teacher outputs the batches use (``run.teacher_cache``)."""
     cfg, device = run.cfg, run.device
     run.net.train()
     sums = _EpochSums()
-    for x, y in loader:
+    for x, y, *index in loader:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         t_out = None
-        if run.teacher is not None:
+        if run.teacher_cache is not None:
+            t_out = run.teacher_cache.outputs(draw, index[0])
+        elif run.teacher is not None:
             with torch.no_grad():
                 t_out = run.teacher(x)
         loss, logits, parts = run.net(x, y, t_out)
@@ -527,7 +540,8 @@ def _epoch(run: _Run, epoch: int, data: _Data, bar) -> dict:
     keep = cfg.energy.graph_sources(epoch, cfg.optim.epochs, data.train_ds.layout.num_joints)
     if keep is not None:
         model.prune_graph(keep)
-    _set_epoch(data.train_ds, data.sampler, epoch)
+    draw = run.teacher_cache.prepare(data.train_ds, epoch) if run.teacher_cache else None
+    _set_epoch(data.train_ds, data.sampler, epoch, draw)
     _prune_for_epoch(run, data.train_ds, epoch)
     if run.energy is not None:
         run.energy.refresh(model)
@@ -535,7 +549,7 @@ def _epoch(run: _Run, epoch: int, data: _Data, bar) -> dict:
     task = bar.add_task(f"{cfg.kind} epoch {epoch + 1}/{cfg.optim.epochs}",
                         total=len(data.train_loader), stats="")
     row.update(_train_steps(run, data.train_loader,
-                            lambda stats: bar.update(task, advance=1, stats=stats)))
+                            lambda stats: bar.update(task, advance=1, stats=stats), draw))
     if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.optim.epochs:
         row.update(_test_row(run, data.test_loader))
     row["time_s"] = time.perf_counter() - t0
@@ -566,7 +580,7 @@ def train(cfg: RunConfig, out: str | Path | None, *, resume: bool = False,
     if out is not None and info.is_main:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
-    train_loader, sampler = _train_loader(train_ds, cfg, info)
+    train_loader, sampler = _train_loader(train_ds, cfg, info, run.teacher_cache is not None)
     data = _Data(train_ds, sampler, train_loader,
                  _eval_loader(test_ds, cfg.eval_batch_size or cfg.batch_size, info,
                               cfg.data.num_workers))
