@@ -172,7 +172,8 @@ def train_step(cfg: RunConfig, teacher_cfg: RunConfig | None = None,
     loss. Students without ``teacher_cfg`` train without distillation (CE + the MI term).
     ``dist_info``: this process's share of the batch, its objective in DDP as ``train.loop``
     wraps it (the process group joined already). ``kept``: the teacher's outputs computed
-    once, before the steps (``kd.teacher_draws``: its epochs after the first N)."""
+    once, before the steps, and each step gathers its rows of them, as ``kd.teacher_draws``
+    does in its epochs after the first N (``train.teacher_cache``)."""
     torch.manual_seed(cfg.seed)
     layout = get_layout(LAYOUT)
     model = build_model(cfg.kind, cfg.model, CLASSES, layout)
@@ -194,12 +195,15 @@ def train_step(cfg: RunConfig, teacher_cfg: RunConfig | None = None,
     kept_out = None
     if kept and teacher is not None:
         with torch.no_grad():
-            kept_out = teacher(x)
+            kept_out = distiller.teach(teacher(x))
+    rows = torch.arange(len(y))
 
     def step() -> float:
         with cast():
-            t_out = kept_out
-            if teacher is not None and kept_out is None:
+            t_out = None
+            if kept_out is not None:
+                t_out = kept_out.rows(rows)
+            elif teacher is not None:
                 with torch.no_grad():
                     t_out = teacher(x)
             loss = objective(x, y, t_out)[0]

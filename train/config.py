@@ -119,10 +119,10 @@ class KDConfig:
     The defaults pair the ends of the student's 2nd/4th/6th blocks with the teacher's 4th/7th/10th
     (the last block of each channel width): the same relative depths (1/3, 2/3, 1).
 
-    teacher_draws: 0: the teacher runs on every training batch. N > 0: the training data cycles
-    through N augmentation draws per sample (epoch e draws as epoch e mod N) and the teacher's
-    outputs on each draw are computed once and kept in memory (``train.teacher_cache``), so the
-    epochs after the first N skip its forward.
+    teacher_draws (students distilling from a teacher): 0: the teacher runs on every training
+    batch. N > 0: the training data cycles through N augmentation draws per sample (epoch e
+    draws as epoch e mod N) and the teacher's outputs on a draw are computed once per run and
+    kept in memory (``train.teacher_cache``): later epochs of that draw skip its forward.
     """
     soft_labels: bool = True
     ftm: bool = True
@@ -190,6 +190,8 @@ class RunConfig:
             raise ConfigError(f"{where}: batch_size and optim.epochs must be >= 1")
         if self.kd.teacher_draws < 0:
             raise ConfigError(f"{where}: kd.teacher_draws must be >= 0 (0: no kept outputs)")
+        if self.kd.teacher_draws and self.kind != "student":
+            raise ConfigError(f"{where}: kd.teacher_draws: only student runs have a teacher")
         try:
             self.model.validate()
         except ValueError as e:

@@ -25,6 +25,8 @@ MK-SGN (arXiv 2404.10210) distils inner-layer features through a Feature Transla
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -32,8 +34,8 @@ from torch import nn
 from .common import ModelOutput
 from .config import KDConfig
 
-__all__ = ["FeatureTranslation", "Distiller", "soft_label_loss", "feature_loss", "freeze",
-           "ModalitySubset", "teacher_view"]
+__all__ = ["FeatureTranslation", "Distiller", "TeacherTargets", "soft_label_loss",
+           "feature_loss", "freeze", "ModalitySubset", "teacher_view"]
 
 
 def soft_label_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
@@ -113,11 +115,32 @@ def teacher_view(teacher: nn.Module, student_modalities) -> nn.Module:
     return ModalitySubset(teacher, tuple(given.index(m) for m in own))
 
 
+@dataclass
+class TeacherTargets:
+    """What distillation reads of the teacher's output on a batch: its logits (N, classes) and
+    the FTM targets [(N, C_t, T, V) per matched stage, pooled to the FTM's frames]."""
+    logits: torch.Tensor
+    targets: list[torch.Tensor]
+
+    def rows(self, index: torch.Tensor) -> "TeacherTargets":
+        return TeacherTargets(self.logits[index], [t[index] for t in self.targets])
+
+    def to(self, device: torch.device) -> "TeacherTargets":
+        return TeacherTargets(self.logits.to(device, non_blocking=True),
+                              [t.to(device, non_blocking=True) for t in self.targets])
+
+    @classmethod
+    def cat(cls, parts: list["TeacherTargets"]) -> "TeacherTargets":
+        return cls(torch.cat([p.logits for p in parts]),
+                   [torch.cat(ts) for ts in zip(*(p.targets for p in parts))])
+
+
 class Distiller(nn.Module):
     """The FTMs of the matched stages and the combined distillation loss.
 
     ``loss(student_out, teacher_out, y, mi=None)`` -> (total, parts) with parts
-    ``{"ce", "soft", "ftm", "mi"}`` (floats of the enabled terms, unweighted).
+    ``{"ce", "soft", "ftm", "mi"}`` (floats of the enabled terms, unweighted); ``teacher_out``:
+    the teacher's ModelOutput, or what ``teach`` keeps of one (``train.teacher_cache``).
     """
 
     def __init__(self, kd: KDConfig, student_shapes: list[tuple[int, int]],
@@ -158,9 +181,15 @@ class Distiller(nn.Module):
     def targets(self, teacher_features: list[torch.Tensor]) -> list[torch.Tensor]:
         return [ftm.target(teacher_features[ti]) for ftm, (_, ti) in zip(self.ftm, self.kd.stages)]
 
-    def loss(self, s: ModelOutput, t: ModelOutput | None, y: torch.Tensor,
+    def teach(self, t: ModelOutput) -> TeacherTargets:
+        """What the loss reads of the teacher's output ``t``."""
+        return TeacherTargets(t.logits, self.targets(t.features))
+
+    def loss(self, s: ModelOutput, t: ModelOutput | TeacherTargets | None, y: torch.Tensor,
              mi: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         kd = self.kd
+        if isinstance(t, ModelOutput):
+            t = self.teach(t)
         ce = F.cross_entropy(s.logits, y)
         total = kd.w_ce * ce
         parts = {"ce": float(ce.detach())}
@@ -169,7 +198,7 @@ class Distiller(nn.Module):
             total = total + kd.w_soft * soft
             parts["soft"] = float(soft.detach())
         if kd.use_ftm:
-            ftm = feature_loss(self.translate(s.features), self.targets(t.features))
+            ftm = feature_loss(self.translate(s.features), t.targets)
             total = total + kd.w_ftm * ftm
             parts["ftm"] = float(ftm.detach())
         if mi is not None and kd.w_mi > 0:

@@ -418,7 +418,8 @@ def _build_run(cfg: RunConfig, train_ds: Dataset, info: DistInfo, device: torch.
                objective, optimizer, scheduler, teacher)
     if teacher is not None and cfg.kd.teacher_draws > 0:
         run.teacher_cache = TeacherCache(teacher, distiller, cfg.kd.teacher_draws,
-                                         cfg.eval_batch_size or cfg.batch_size, device)
+                                         cfg.eval_batch_size or cfg.batch_size, device,
+                                         cfg.data.num_workers)
     if ckpt is not None:
         _restore(run, ckpt)
     run.net = wrap_distributed(objective, info, device, cfg.sync_bn)   # after the restore: DDP
@@ -533,6 +534,19 @@ class _Data:
     test_loader: DataLoader
 
 
+def _kept_draw(run: _Run, ds: Dataset, epoch: int) -> int | None:
+    """The augmentation draw ``epoch`` trains on when the teacher's outputs are kept (computed
+    now if new), else None (the epoch draws as itself)."""
+    cache = run.teacher_cache
+    if cache is None:
+        return None
+    draw = cache.draw_of(epoch)
+    if not cache.has(draw):
+        _set_epoch(ds, None, epoch, draw)
+        cache.keep(draw, ds)
+    return draw
+
+
 def _epoch(run: _Run, epoch: int, data: _Data, bar) -> dict:
     """Train (and, when due, test) one epoch, 0-based; returns its metrics row."""
     cfg, model = run.cfg, run.model
@@ -540,7 +554,7 @@ def _epoch(run: _Run, epoch: int, data: _Data, bar) -> dict:
     keep = cfg.energy.graph_sources(epoch, cfg.optim.epochs, data.train_ds.layout.num_joints)
     if keep is not None:
         model.prune_graph(keep)
-    draw = run.teacher_cache.prepare(data.train_ds, epoch) if run.teacher_cache else None
+    draw = _kept_draw(run, data.train_ds, epoch)
     _set_epoch(data.train_ds, data.sampler, epoch, draw)
     _prune_for_epoch(run, data.train_ds, epoch)
     if run.energy is not None:
