@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from train_fakes import FakeSkeletons, tiny_student_config, tiny_teacher_config
+from train_fakes import (fake_splits, stable, tiny_student_config, tiny_teacher_config,
+                         train_tiny_teacher)
 
 from mksgn.data.layouts import get_layout
 from mksgn.train.checkpoint import build_model, load_checkpoint, load_model
@@ -13,23 +14,12 @@ from mksgn.train.loop import train
 from mksgn.train.teacher_cache import TeacherCache
 
 
-def _data():
-    return (FakeSkeletons(24, 4, 8, 2, train=True, seed=0),
-            FakeSkeletons(12, 4, 8, 2, train=False, data_seed=1))
-
-
-def _stable(rows):
-    return [{k: v for k, v in r.items() if k != "time_s"} for r in rows]
+_data, _stable = fake_splits, stable
 
 
 @pytest.fixture(scope="module")
 def teacher_run(tmp_path_factory):
-    torch.set_num_threads(1)
-    out = tmp_path_factory.mktemp("teacher")
-    cfg = tiny_teacher_config()
-    cfg.optim.epochs = 2
-    train(cfg, out, datasets=_data(), progress=False)
-    return out
+    return train_tiny_teacher(tmp_path_factory.mktemp("teacher"))
 
 
 def _cache(teacher_run, draws: int = 2):

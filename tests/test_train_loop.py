@@ -6,31 +6,19 @@ import json
 import pytest
 import torch
 import torch.multiprocessing as mp
-from train_fakes import (FakeSkeletons, build_objective, ddp_grad_worker, global_batch,
-                         tiny_student_config, tiny_teacher_config)
+from train_fakes import (build_objective, ddp_grad_worker, fake_splits, global_batch, stable,
+                         tiny_student_config, tiny_teacher_config, train_tiny_teacher)
 
 from mksgn.train.checkpoint import load_checkpoint, load_model
 from mksgn.train.loop import close_distributed, train
 
 
-def _data(modalities: int = 2):
-    return (FakeSkeletons(24, 4, 8, modalities, train=True, seed=0),
-            FakeSkeletons(12, 4, 8, modalities, train=False, data_seed=1))
-
-
-def _stable(rows):
-    """Metrics without the wall-clock time."""
-    return [{k: v for k, v in r.items() if k != "time_s"} for r in rows]
+_data, _stable = fake_splits, stable
 
 
 @pytest.fixture(scope="module")
 def teacher_run(tmp_path_factory):
-    torch.set_num_threads(1)
-    out = tmp_path_factory.mktemp("teacher")
-    cfg = tiny_teacher_config()
-    cfg.optim.epochs = 2
-    train(cfg, out, datasets=_data(), progress=False)
-    return out
+    return train_tiny_teacher(tmp_path_factory.mktemp("teacher"))
 
 
 def test_checkpoint_contract(teacher_run):
@@ -109,8 +97,7 @@ def test_a_teacher_of_fewer_modalities_distils_the_student(tmp_path):
     torch.set_num_threads(1)
     teacher = tiny_teacher_config(modalities=("bone",))
     teacher.optim.epochs = 1
-    t_data = (FakeSkeletons(24, 4, 8, 1, train=True, seed=0),
-              FakeSkeletons(12, 4, 8, 1, train=False, data_seed=1))
+    t_data = fake_splits(1)
     train(teacher, tmp_path / "t", datasets=t_data, progress=False)
     cfg = tiny_student_config(teacher=str(tmp_path / "t"))
     cfg.optim.epochs = 1

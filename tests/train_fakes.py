@@ -73,6 +73,27 @@ class StandInStudent(nn.Module):
         return ModelOutput(self.fc(h.mean((2, 3))), feats)
 
 
+def fake_splits(modalities: int = 2) -> tuple[FakeSkeletons, FakeSkeletons]:
+    """(train, test) of the loop tests: 24 augmented training samples, 12 test samples."""
+    return (FakeSkeletons(24, 4, 8, modalities, train=True, seed=0),
+            FakeSkeletons(12, 4, 8, modalities, train=False, data_seed=1))
+
+
+def stable(rows: list[dict]) -> list[dict]:
+    """Metrics rows without the wall-clock time."""
+    return [{k: v for k, v in r.items() if k != "time_s"} for r in rows]
+
+
+def train_tiny_teacher(out):
+    """A 2-epoch tiny teacher trained on ``fake_splits()`` into ``out``; returns ``out``."""
+    from mksgn.train.loop import train
+    torch.set_num_threads(1)
+    cfg = tiny_teacher_config()
+    cfg.optim.epochs = 2
+    train(cfg, out, datasets=fake_splits(), progress=False)
+    return out
+
+
 def tiny_teacher_config(modalities=("joint", "bone"), **kw):
     from mksgn.train.config import RunConfig
     from mksgn.train.teacher import TeacherConfig
